@@ -1,0 +1,23 @@
+"""archspace: vision-network design as data.
+
+A network is a YAML spec; archspace validates it, checks its graph, counts its cost
+analytically and compiles it into a PyTorch module::
+
+    from archspace import load_spec, complexity, compile_network
+    spec = load_spec("coatnet-0", overrides=["stages[2].depth=6"])
+    print(complexity(spec)["params"])
+    model = compile_network(spec)
+"""
+
+from .compile import Network, compile_network
+from .complexity import complexity
+from .errors import Problem, SpecError
+from .graph import Lowered, lower
+from .spec import NetworkSpec, load_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Lowered", "Network", "NetworkSpec", "Problem", "SpecError", "compile_network", "complexity",
+    "load_spec", "lower",
+]

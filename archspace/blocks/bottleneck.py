@@ -1,0 +1,140 @@
+"""The bottleneck family: ResNet's bottleneck, the ConvNeXt block, and every step between.
+
+One block = three convolutions (a k×k spatial one and two 1×1) whose order, grouping,
+width, norms, activations and downsampling are knobs of :class:`BottleneckStage`, so the
+ConvNeXt paper's roadmap (section 2) is a sequence of small spec diffs; ``block:
+convnext`` is the family's ConvNeXt setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .. import cost as C
+from ..errors import Problem
+from ..layers.common import ConvUnit, drop_path, layer_scale, layer_scale_cost, units_cost
+from ..layers.norms import act, map_norm, norm_cost
+from ..spec import BottleneckStage
+from .base import STAGES, Family, FeatureShape, kernel_warning, register
+from .mbconv import ConvStageModule
+
+
+@dataclass(frozen=True, slots=True)
+class BottleneckPlan:
+    """Layer plan of one block, shared by its builder and its cost."""
+
+    spec: BottleneckStage
+    cin: int
+    cout: int
+    stride: int
+
+    def groups(self, channels: int) -> int:
+        return channels if self.spec.groups == "depthwise" else self.spec.groups
+
+    def units(self) -> list[ConvUnit]:
+        s, hidden = self.spec, self.spec.hidden()
+        k = s.kernel
+        if s.order == "middle":
+            shapes = [(self.cin, hidden, 1, 1, 1), (hidden, hidden, k, self.stride, self.groups(hidden)),
+                      (hidden, self.cout, 1, 1, 1)]
+        else:
+            shapes = [(self.cin, self.cin, k, self.stride, self.groups(self.cin)), (self.cin, hidden, 1, 1, 1),
+                      (hidden, self.cout, 1, 1, 1)]
+        units = []
+        for i, (cin, cout, kernel, stride, groups) in enumerate(shapes):
+            has_norm = s.norms == "all" or i == 0
+            has_act = (s.activations == "all" and i < 2) or (s.activations == "one" and i == 1)
+            norm = s.norm if has_norm else "none"
+            units.append(ConvUnit(cin, cout, kernel, stride, groups, s.bias or not has_norm, norm,
+                                  s.act if has_act else "none"))
+        return units
+
+    def shortcut(self) -> ConvUnit | None:
+        if self.stride == 1 and self.cin == self.cout:
+            return None
+        return ConvUnit(self.cin, self.cout, 1, self.stride, bias=self.spec.bias, norm=self.spec.norm)
+
+    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+        c, ho, wo = units_cost(self.units(), h, w)
+        short = self.shortcut()
+        if short is not None:
+            c = c + short.cost(h, w)[0]
+        return c + layer_scale_cost(self.cout, self.spec.layer_scale), ho, wo
+
+
+class BottleneckBlock(nn.Module):
+    def __init__(self, plan: BottleneckPlan, drop: float):
+        super().__init__()
+        short = plan.shortcut()
+        self.shortcut = short.build() if short is not None else nn.Identity()
+        self.convs = nn.Sequential(*(u.build() for u in plan.units()))
+        self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
+        self.drop_path = drop_path(drop)
+        self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.drop_path(self.layer_scale(self.convs(x))))
+
+
+@dataclass(frozen=True, slots=True)
+class SeparateDownsample:
+    """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
+
+    spec: BottleneckStage
+    cin: int
+
+    def unit(self) -> ConvUnit | None:
+        s = self.spec
+        if s.downsample != "separate" or (s.stride == 1 and self.cin == s.width):
+            return None
+        k = 2 if s.stride == 2 else 1
+        return ConvUnit(self.cin, s.width, k, s.stride, bias=True, padding=0)
+
+    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+        unit = self.unit()
+        if unit is None:
+            return C.ZERO, h, w
+        c, h, w = unit.cost(h, w)
+        return c + norm_cost(self.spec.norm, self.cin), h, w
+
+    def build(self) -> nn.Module:
+        unit = self.unit()
+        if unit is None:
+            return nn.Identity()
+        return nn.Sequential(map_norm(self.spec.norm, self.cin), unit.build())
+
+
+@register(STAGES, "bottleneck", "convnext")
+class BottleneckFamily(Family):
+    def plans(self, spec: BottleneckStage, shape: FeatureShape) -> tuple[SeparateDownsample, list[BottleneckPlan]]:
+        down = SeparateDownsample(spec, shape.channels)
+        if down.unit() is not None:
+            first = BottleneckPlan(spec, spec.width, spec.width, 1)
+        else:
+            first = BottleneckPlan(spec, shape.channels, spec.width, spec.stride)
+        return down, [first] + [BottleneckPlan(spec, spec.width, spec.width, 1)] * (spec.depth - 1)
+
+    def output_shape(self, spec, shape):
+        return FeatureShape(spec.width, shape.height // spec.stride, shape.width // spec.stride)
+
+    def check(self, spec, shape, path, index):
+        problems = kernel_warning(f"{path}.kernel", spec.kernel, self.output_shape(spec, shape))
+        _, (first, *_) = self.plans(spec, shape)
+        for unit in first.units():
+            if unit.cin % unit.groups:
+                problems.append(Problem(f"{path}.groups", f"{unit.groups} groups do not divide the "
+                                                          f"{unit.cin} input channels of the first block"))
+        return problems
+
+    def cost(self, spec, shape):
+        down, (first, *rest) = self.plans(spec, shape)
+        c, h, w = down.cost(shape.height, shape.width)
+        c1, h, w = first.cost(h, w)
+        return c + c1 + (rest[0].cost(h, w)[0] * len(rest) if rest else C.ZERO)
+
+    def build(self, spec, shape, drop_rates):
+        down, plans = self.plans(spec, shape)
+        return ConvStageModule([BottleneckBlock(p, d) for p, d in zip(plans, drop_rates)], down.build())

@@ -1,0 +1,1 @@
+"""The ``archspace`` command line."""

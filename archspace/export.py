@@ -1,0 +1,42 @@
+"""Export a compiled network: ONNX, TorchScript, or the lowered graph as GraphML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import torch
+
+from .compile import compile_network
+from .graph import Lowered
+
+
+def _graphml(lowered: Lowered, path: Path) -> None:
+    g = nx.DiGraph()
+    for node, data in lowered.graph.nodes(data=True):
+        shape, cost = data["shape"], data["cost"]
+        g.add_node(node, kind=data["kind"], path=data["path"], channels=shape.channels, height=shape.height,
+                   width=shape.width, class_tokens=shape.prefix, params=cost.params, flops=cost.flops,
+                   acts=cost.acts)
+    g.add_edges_from(lowered.graph.edges)
+    nx.write_graphml(g, path)
+
+
+def export_network(lowered: Lowered, fmt: str, path: Path) -> None:
+    """Write ``lowered`` to ``path`` as ``onnx``, ``torchscript`` or ``graphml``."""
+    path = Path(path)
+    if fmt == "graphml":
+        _graphml(lowered, path)
+        return
+    model = compile_network(lowered).eval()
+    size = lowered.spec.input.size
+    example = torch.randn(1, lowered.spec.input.channels, size, size)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        traced.save(str(path))
+    elif fmt == "onnx":
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
+                          dynamo=False)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}")

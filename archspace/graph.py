@@ -1,0 +1,128 @@
+"""Lower a spec to a networkx graph with a shape and a cost on every node, and check it.
+
+Nodes are ``input``, ``stem``, ``stages[i]`` and ``head``, linked in order; each carries
+its spec ``path``, ``kind``, input and output :class:`FeatureShape` and analytic
+:class:`Cost`. Checks collect every problem (with its spec path) before any module or
+tensor exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import networkx as nx
+
+from . import cost as C
+from .blocks import STAGES, STEMS, FeatureShape, Head
+from .errors import Problem, SpecError
+from .spec import ClassAttentionStage, NetworkSpec, PatchifyStem
+
+BYTES_PER_PARAM = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Lowered:
+    """A checked network: its spec (stem width resolved), graph, and warnings."""
+
+    spec: NetworkSpec
+    graph: nx.DiGraph
+    warnings: list[Problem]
+
+    @property
+    def stage_nodes(self) -> list[str]:
+        return [f"stages[{i}]" for i in range(len(self.spec.stages))]
+
+    def cost(self) -> C.Cost:
+        return C.total(data["cost"] for _, data in self.graph.nodes(data=True))
+
+
+def resolve_defaults(spec: NetworkSpec) -> NetworkSpec:
+    """Fill values that depend on other parts of the spec (the patchify stem's width)."""
+    if isinstance(spec.stem, PatchifyStem) and spec.stem.width is None:
+        stem = spec.stem.model_copy(update={"width": spec.stages[0].width})
+        return spec.model_copy(update={"stem": stem})
+    return spec
+
+
+def structural_problems(spec: NetworkSpec) -> list[Problem]:
+    """Problems that do not depend on shapes."""
+    problems = []
+    last = len(spec.stages) - 1
+    for i, stage in enumerate(spec.stages):
+        if isinstance(stage, ClassAttentionStage) and i != last:
+            problems.append(Problem(f"stages[{i}].block", "class_attention must be the last stage"))
+    return problems
+
+
+def lower(spec: NetworkSpec) -> Lowered:
+    """Lower and check a spec.
+
+    Raises:
+        SpecError: every error found (warnings are returned on the result).
+    """
+    spec = resolve_defaults(spec)
+    problems = structural_problems(spec)
+    stem_family = STEMS[spec.stem.kind]
+    total_stride = stem_family.stride(spec.stem) * math.prod(STAGES[s.block].stride(s) for s in spec.stages)
+    size = spec.input.size
+    if size % total_stride or size < total_stride:
+        problems.append(Problem(
+            "input.size",
+            f"{size} is not divisible by the network's total stride {total_stride}"
+            + (" (no tokens would remain)" if size < total_stride else ""),
+        ))
+        raise SpecError(problems)
+
+    graph = nx.DiGraph()
+    shape = FeatureShape(spec.input.channels, size, size)
+    graph.add_node("input", path="input", kind="input", shape_in=shape, shape=shape, cost=C.ZERO)
+    out = stem_family.output_shape(spec.stem, shape)
+    graph.add_node("stem", path="stem", kind=spec.stem.kind, shape_in=shape, shape=out,
+                   cost=stem_family.cost(spec.stem, shape))
+    graph.add_edge("input", "stem")
+    prev, shape = "stem", out
+    for i, stage in enumerate(spec.stages):
+        family, path = STAGES[stage.block], f"stages[{i}]"
+        if shape.prefix and not family.takes_class_token:
+            problems.append(Problem(f"{path}.block", f"a {stage.block} stage cannot follow a class token"))
+        problems.extend(family.check(stage, shape, path, i))
+        out = family.output_shape(stage, shape)
+        graph.add_node(path, path=path, kind=stage.block, shape_in=shape, shape=out, cost=family.cost(stage, shape),
+                       depth=stage.depth, width=stage.width)
+        graph.add_edge(prev, path)
+        prev, shape = path, out
+    if spec.head.pool == "cls" and not shape.prefix:
+        problems.append(Problem("head.pool", "cls pooling needs a class token, but no stage adds one "
+                                             "(set class_token: true on a transformer stage, or add class_attention)"))
+    graph.add_node("head", path="head", kind=f"head:{spec.head.pool}", shape_in=shape,
+                   shape=FeatureShape(spec.num_classes, 1, 1),
+                   cost=Head.cost(spec.head, shape.channels, spec.num_classes))
+    graph.add_edge(prev, "head")
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise SpecError(errors)
+    return Lowered(spec, graph, [p for p in problems if p.severity == "warning"])
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_memory(lowered: Lowered, memory: int | None = None) -> None:
+    """Refuse a network whose weights alone would not fit in memory.
+
+    Raises:
+        SpecError: with the estimated size of the weights.
+    """
+    memory = machine_memory() if memory is None else memory
+    params = lowered.cost().params
+    need = params * BYTES_PER_PARAM
+    if need > memory:
+        raise SpecError.single("", f"weights alone need {need / 2**30:.1f} GiB ({params:,} float32 params), "
+                                   f"more than this machine's {memory / 2**30:.1f} GiB of memory")

@@ -1,0 +1,265 @@
+"""Loading specs: YAML files and presets, ``extends``, ``layout``, ``--set`` overrides.
+
+Every failure is a :class:`~archspace.errors.SpecError` naming the spec path concerned;
+pydantic's validation errors are translated to the same one-line form.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from ..errors import Problem, SpecError
+from ._base import FieldError
+from .layout import apply_layout
+from .network import STAGE_MODELS, STEM_MODELS, NetworkSpec
+from .paths import format_path, parse_path, set_path
+
+PRESET_SUFFIXES = (".yaml", ".yml")
+_TAGS = {m.model_fields["block"].default for m in STAGE_MODELS} | {
+    m.model_fields["kind"].default for m in STEM_MODELS
+}
+
+
+def preset_dirs() -> list[Path]:
+    """Folders searched for presets: ``$ARCHSPACE_PRESETS`` (``:``-separated), then ``spaces/``."""
+    dirs = [Path(p) for p in os.environ.get("ARCHSPACE_PRESETS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parents[2] / "spaces")
+    return [d for d in dirs if d.is_dir()]
+
+
+def preset_index() -> dict[str, Path]:
+    """Every preset name (the spec's ``name``, or else the file stem) and its file."""
+    index: dict[str, Path] = {}
+    for d in reversed(preset_dirs()):
+        for path in sorted(d.rglob("*")):
+            if path.suffix in PRESET_SUFFIXES:
+                index.setdefault(path.stem, path)
+    return index
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping; problems name the file (and line for syntax errors)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError.single("", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError.single("", f"malformed YAML in {path}{where}: {what}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError.single("", f"{path} must hold a mapping, not {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_source(source: str | os.PathLike[str], relative_to: Path | None = None) -> Path:
+    """A spec file path, or the file of a preset name.
+
+    Raises:
+        SpecError: neither a file nor a known preset.
+    """
+    text = str(source)
+    candidate = Path(text) if relative_to is None else relative_to / text
+    if candidate.suffix in PRESET_SUFFIXES or os.sep in text:
+        if candidate.is_file():
+            return candidate
+        raise SpecError.single("", f"no spec file {candidate}")
+    if candidate.is_file():
+        return candidate
+    index = preset_index()
+    if text in index:
+        return index[text]
+    raise SpecError.single("", f"unknown preset {text!r} (see `archspace list`)")
+
+
+def load_raw(source: str | os.PathLike[str], *, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Raw spec data of a file or preset with every ``extends`` resolved (deep-merged).
+
+    Raises:
+        SpecError: unreadable file, malformed YAML, unknown preset, cyclic ``extends``.
+    """
+    path = resolve_source(source, None).resolve()
+    return _load_file(path, _chain)
+
+
+def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise SpecError.single("extends", f"cyclic extends: {cycle}")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise SpecError.single("extends", f"must be a preset name or a relative path, got {parent!r}")
+    try:
+        parent_path = _resolve_extends(parent, path.parent)
+    except SpecError as exc:
+        raise SpecError.single("extends", f"{exc.problems[0].message} (in {path.name})") from None
+    base = _load_file(parent_path.resolve(), (*chain, path))
+    if "layout" in data:
+        base.pop("layout", None)
+    return deep_merge(base, data)
+
+
+def _resolve_extends(name: str, folder: Path) -> Path:
+    local = folder / name
+    if local.is_file():
+        return local
+    if Path(name).suffix in PRESET_SUFFIXES or "/" in name:
+        raise SpecError.single("extends", f"no spec file {local}")
+    return resolve_source(name)
+
+
+def parse_override(text: str) -> tuple[tuple[str | int, ...], Any]:
+    """Split ``stages[2].depth=6`` into a path and a YAML-parsed value.
+
+    Raises:
+        SpecError: malformed override or path.
+    """
+    if "=" not in text:
+        raise SpecError.single("--set", f"{text!r} must look like PATH=VALUE, e.g. stages[2].depth=6")
+    path_text, value_text = text.split("=", 1)
+    try:
+        keys = parse_path(path_text.strip())
+    except ValueError as exc:
+        raise SpecError.single("--set", str(exc)) from None
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    return keys, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple]) -> dict[str, Any]:
+    """A copy of ``data`` with each override (``PATH=VALUE`` or ``(keys, value)``) applied.
+
+    Every bad override is reported, each naming its path.
+    """
+    out = copy.deepcopy(data)
+    problems = []
+    for item in overrides:
+        try:
+            keys, value = parse_override(item) if isinstance(item, str) else item
+            set_path(out, keys, value)
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        except KeyError as exc:
+            problems.append(Problem(format_path(keys), f"--set cannot reach this path: {exc.args[0]}"))
+    if problems:
+        raise SpecError(problems)
+    return out
+
+
+def validate(data: Mapping[str, Any]) -> NetworkSpec:
+    """Apply ``layout`` and validate raw data into a :class:`NetworkSpec`.
+
+    Raises:
+        SpecError: every schema problem, each with its path.
+    """
+    try:
+        data = apply_layout(dict(data))
+    except ValueError as exc:
+        raise SpecError.single("layout", str(exc)) from None
+    try:
+        return NetworkSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems_from_pydantic(exc)) from None
+
+
+def load_spec(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+    overrides: Iterable[str | tuple] = (),
+    size: int | None = None,
+) -> NetworkSpec:
+    """Load a spec from a file, a preset name, or raw data; apply overrides; validate.
+
+    Args:
+        source: a YAML path, a preset name, or a mapping of raw spec data.
+        overrides: ``PATH=VALUE`` strings (or ``(keys, value)`` pairs) applied in order.
+        size: input resolution override (``input.size``).
+
+    Raises:
+        SpecError: every problem found, each with its spec path.
+    """
+    data = copy.deepcopy(dict(source)) if isinstance(source, Mapping) else load_raw(source)
+    overrides = list(overrides)
+    if size is not None:
+        overrides.append((("input", "size"), size))
+    data = apply_overrides(data, overrides)
+    return validate(data)
+
+
+def dump_spec(spec: NetworkSpec) -> str:
+    """The spec as YAML (defaults included), loadable again by :func:`load_spec`."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def _problems_from_pydantic(exc: ValidationError) -> list[Problem]:
+    problems, seen = [], set()
+    for err in exc.errors(include_url=False):
+        loc = _strip_tags(err["loc"])
+        error = (err.get("ctx") or {}).get("error")
+        if isinstance(error, FieldError):
+            loc = (*loc, error.field)
+            message = str(error)
+        else:
+            message = _message(err)
+        key = (loc, message)
+        if key not in seen:
+            seen.add(key)
+            problems.append(Problem(format_path(loc), message))
+    return problems
+
+
+def _strip_tags(loc: tuple) -> tuple:
+    """Drop the union tag pydantic inserts (``stages.2.mbconv.width`` -> ``stages[2].width``)."""
+    out = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        if isinstance(part, str) and part in _TAGS and (isinstance(prev, int) or prev == "stem"):
+            continue
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _message(err: dict) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the spec language)"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    if kind == "union_tag_not_found":
+        ctx = err.get("ctx", {})
+        return f"missing the {ctx.get('discriminator')} key that says which kind this is"
+    if kind == "missing":
+        return "required"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"{msg[0].lower()}{msg[1:]} (got {shown})" if value is not None else msg
