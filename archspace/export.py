@@ -25,6 +25,7 @@ def _graphml(lowered: Lowered, path: Path) -> None:
 def export_network(lowered: Lowered, fmt: str, path: Path) -> None:
     """Write ``lowered`` to ``path`` as ``onnx``, ``torchscript`` or ``graphml``."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "graphml":
         _graphml(lowered, path)
         return

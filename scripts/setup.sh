@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install archspace with everything it needs.
+# torch is pinned to the CPU wheel first so that no CUDA packages are pulled in;
+# re-runs are no-ops until pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+STAMP=$VENV/.archspace-installed
+WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/archspace" ]; then
+  exit 0
+fi
+echo "setting up $VENV (first run takes a few minutes)..." >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+$PIP install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"$VENV/bin/python" -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
+$PIP install -e ".[all]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"$VENV/bin/python" -c "import archspace, optuna, ray, sklearn, matplotlib, hypothesis" \
+  || { echo "dependencies failed to install" >&2; exit 1; }
+echo "$WANT" > "$STAMP"
