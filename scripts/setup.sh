@@ -14,7 +14,7 @@ fi
 echo "setting up $VENV (first run takes a few minutes)..." >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-$PIP install "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+$PIP install "torch==2.13.0" numpy 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
 $PIP install -e ".[all]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import archspace, optuna, ray, sklearn, matplotlib, hypothesis" \

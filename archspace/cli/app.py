@@ -49,6 +49,9 @@ def _fail_on_spec_errors(fn: Callable[[], None], root: str) -> None:
         raise typer.Exit(2) from None
     except typer.Exit:
         raise
+    except BrokenPipeError:  # output piped into e.g. `head`
+        sys.stdout = open(os.devnull, "w")
+        raise typer.Exit(0) from None
     except Exception as exc:  # internal error: say so, exit 1
         if os.environ.get("ARCHSPACE_DEBUG"):
             raise

@@ -108,20 +108,43 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
         raise SpecError.single("extends", f"cyclic extends: {cycle}")
-    data = read_yaml(path)
+    return resolve_data(read_yaml(path), path.parent, (*chain, path))
+
+
+def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Resolve raw data's ``extends`` (relative to ``folder``) and its ``set:`` overrides."""
+    data = dict(data)
     parent = data.pop("extends", None)
+    overrides = data.pop("set", None) or {}
+    where = f" (in {chain[-1].name})" if chain else ""
+    if not isinstance(overrides, dict):
+        raise SpecError.single("set", f"must map spec paths to values, e.g. stages[0].depth: 3{where}")
     if parent is None:
-        return data
+        return _apply_file_overrides(data, overrides)
     if not isinstance(parent, str):
         raise SpecError.single("extends", f"must be a preset name or a relative path, got {parent!r}")
     try:
-        parent_path = _resolve_extends(parent, path.parent)
+        parent_path = _resolve_extends(parent, folder)
     except SpecError as exc:
-        raise SpecError.single("extends", f"{exc.problems[0].message} (in {path.name})") from None
-    base = _load_file(parent_path.resolve(), (*chain, path))
+        raise SpecError.single("extends", f"{exc.problems[0].message}{where}") from None
+    base = _load_file(parent_path.resolve(), chain)
     if "layout" in data:
         base.pop("layout", None)
-    return deep_merge(base, data)
+    return _apply_file_overrides(deep_merge(base, data), overrides)
+
+
+def _apply_file_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Apply a spec file's ``set:`` mapping (path -> value), reporting bad paths under ``set``."""
+    pairs = []
+    problems = []
+    for key, value in overrides.items():
+        try:
+            pairs.append((parse_path(str(key)), value))
+        except ValueError as exc:
+            problems.append(Problem(f"set.{key}", str(exc)))
+    if problems:
+        raise SpecError(problems)
+    return apply_overrides(data, pairs)
 
 
 def _resolve_extends(name: str, folder: Path) -> Path:
@@ -204,7 +227,10 @@ def load_spec(
     Raises:
         SpecError: every problem found, each with its spec path.
     """
-    data = copy.deepcopy(dict(source)) if isinstance(source, Mapping) else load_raw(source)
+    if isinstance(source, Mapping):
+        data = resolve_data(copy.deepcopy(dict(source)), Path.cwd())
+    else:
+        data = load_raw(source)
     overrides = list(overrides)
     if size is not None:
         overrides.append((("input", "size"), size))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
@@ -60,6 +60,10 @@ class NetworkSpec(SpecModel):
     with; the loader applies it, and validation requires the stages to agree with it.
     """
 
+    extends: str | None = Field(None, description="Preset name or relative path this spec extends "
+                                "(resolved and removed when loading).")
+    set: dict[str, Any] | None = Field(None, description="Spec paths to override after extends, e.g. "
+                                       "{'stages[*].act': 'gelu'} (applied and removed when loading).")
     name: str | None = None
     description: str | None = None
     layout: str | None = None
@@ -69,6 +73,13 @@ class NetworkSpec(SpecModel):
     stages: list[StageSpec] = Field(min_length=1)
     head: HeadSpec = HeadSpec()
     drop_path: DropPathSpec = DropPathSpec()
+
+    @model_validator(mode="after")
+    def _loader_keys_resolved(self) -> "NetworkSpec":
+        for key in ("extends", "set"):
+            if getattr(self, key) is not None:
+                raise FieldError(key, "is resolved when loading; validate the loaded data (archspace.load_spec)")
+        return self
 
     @model_validator(mode="after")
     def _layout_agrees(self) -> "NetworkSpec":

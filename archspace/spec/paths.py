@@ -6,11 +6,13 @@ command line and a choice in a design space.
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import Any, Sequence
 
 Key = str | int
-_SEGMENT = re.compile(r"(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+)\]")
+ALL = "*"  # ``stages[*].act``: every item of a list (in set_path)
+_SEGMENT = re.compile(r"(?:^|\.)([A-Za-z_][A-Za-z0-9_]*)|\[(-?\d+|\*)\]")
 
 
 def parse_path(text: str) -> tuple[Key, ...]:
@@ -25,7 +27,10 @@ def parse_path(text: str) -> tuple[Key, ...]:
         m = _SEGMENT.match(text, pos)
         if m is None or (m.group(1) is not None and m.start() == 0 and pos != 0):
             raise ValueError(f"malformed path {text!r} (expected e.g. stages[2].depth)")
-        keys.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        if m.group(1) is not None:
+            keys.append(m.group(1))
+        else:
+            keys.append(ALL if m.group(2) == ALL else int(m.group(2)))
         pos = m.end()
     if not keys or not isinstance(keys[0], str):
         raise ValueError(f"malformed path {text!r} (expected e.g. stages[2].depth)")
@@ -36,7 +41,7 @@ def format_path(keys: Sequence[Key]) -> str:
     """Join ``("stages", 2, "depth")`` into ``stages[2].depth``."""
     out = []
     for k in keys:
-        if isinstance(k, int):
+        if isinstance(k, int) or k == ALL:
             out.append(f"[{k}]")
         else:
             out.append(f".{k}" if out else str(k))
@@ -58,11 +63,19 @@ def get_path(data: Any, keys: Sequence[Key]) -> Any:
 def set_path(data: dict, keys: Sequence[Key], value: Any) -> None:
     """Set ``value`` at ``keys``, creating missing mapping keys (not list items).
 
+    A ``[*]`` segment sets the rest of the path in every item of that list.
+
     Raises:
         KeyError: naming the part of the path that cannot be reached.
     """
     node = data
     for i, k in enumerate(keys[:-1]):
+        if k == ALL:
+            if not isinstance(node, list):
+                raise KeyError(f"{format_path(keys[:i]) or 'spec'} is not a list")
+            for item in node:
+                set_path(item, keys[i + 1:], copy.deepcopy(value))
+            return
         node = _step(node, k, keys[: i + 1], create=True)
     last = keys[-1]
     if isinstance(last, int):

@@ -1,0 +1,218 @@
+"""Every block and stem kind builds and trains on CPU at a small size; features, resizing,
+drop path and class-token pooling behave as the design says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _specs import BLOCK_SPECS, NUM_CLASSES, STEM_SPECS, spec
+
+from archspace import compile_network, complexity
+from archspace.layers.attention import PositionEmbedding, RelativePositionBias
+from archspace.layers.common import DropPath
+
+BATCH = 2
+
+
+def build(name: str, size: int = 32, **extra):
+    torch.manual_seed(0)
+    return compile_network(spec(**BLOCK_SPECS[name], size=size, **extra))
+
+
+def train_step(model: torch.nn.Module, size: int) -> torch.Tensor:
+    """One forward and backward pass in train mode; checks logits and every grad."""
+    model.train()
+    x = torch.randn(BATCH, 3, size, size, requires_grad=True)
+    logits = model(x)
+    assert logits.shape == (BATCH, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(-1).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    params = list(model.named_parameters())
+    assert params
+    for name, p in params:
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    return logits
+
+
+def check_features(model, size: int) -> list[torch.Tensor]:
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(BATCH, 3, size, size))
+    assert len(feats) == len(model.stages) == len(model.feature_info)
+    for i, (f, info) in enumerate(zip(feats, model.feature_info)):
+        assert info["module"] == f"stages.{i}"
+        assert f.ndim == 4 and f.shape[0] == BATCH
+        assert f.shape[1] == info["num_chs"]
+        assert f.shape[2] == f.shape[3] == size // info["reduction"]
+        assert torch.isfinite(f).all()
+    return feats
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_SPECS))
+def test_block_kind_trains(name):
+    model = build(name)
+    train_step(model, 32)
+
+
+@pytest.mark.parametrize("name", sorted(STEM_SPECS))
+def test_stem_kind_trains(name):
+    torch.manual_seed(0)
+    s = spec(STEM_SPECS[name], [{"block": "mbconv", "depth": 1, "width": 32, "stride": 1},
+                                {"block": "transformer", "depth": 1, "width": 32, "heads": 2}], size=32)
+    model = compile_network(s)
+    stem_out = model.stem(torch.randn(1, 3, 32, 32))
+    assert stem_out.shape[1] == s.stem_width()
+    train_step(model, 32)
+    check_features(model, 32)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCK_SPECS))
+def test_forward_features_match_feature_info(name):
+    s = spec(**BLOCK_SPECS[name], size=32)
+    model = compile_network(s)
+    feats = check_features(model, 32)
+    rows = complexity(s)["stages"]
+    for f, row in zip(feats, rows):
+        assert list(f.shape[1:]) == row["output"]
+
+
+@pytest.mark.parametrize("name", ["transformer-relative", "transformer-relative-cls", "transformer-absolute",
+                                  "class-attention", "mbconv-conv", "convnext"])
+def test_runs_at_another_input_size(name):
+    model = build(name, size=32)
+    logits = train_step(model, 64)
+    assert logits.shape == (BATCH, NUM_CLASSES)
+    feats = check_features(model, 64)
+    # the maps are twice as large as at the spec's size
+    small = check_features(model, 32)
+    for f, g in zip(feats, small):
+        assert f.shape[2:] == (2 * g.shape[2], 2 * g.shape[3])
+
+
+def test_relative_bias_table_is_resized():
+    model = build("transformer-relative", size=32)
+    biases = [m for m in model.modules() if isinstance(m, RelativePositionBias)]
+    assert len(biases) == 3
+    for m in biases:
+        h, w = m.grid
+        heads = m.table.shape[0]
+        assert m.table.shape == (heads, 2 * h - 1, 2 * w - 1)
+        # at the build size the bias is the table, indexed by 2-D offset
+        at_grid = m((h, w), 0)
+        assert at_grid.shape == (heads, h * w, h * w)
+        assert torch.equal(at_grid[:, 0, 0], m.table[:, h - 1, w - 1])  # offset (0, 0)
+        assert torch.equal(at_grid[:, 0, h * w - 1], m.table[:, 0, 0])  # offset (-(h-1), -(w-1))
+        # at twice the size, a bilinearly resized table: (2H)²×(2W)² entries, constant stays constant
+        big = m((2 * h, 2 * w), 1)
+        assert big.shape == (heads, 4 * h * w + 1, 4 * h * w + 1)
+        assert torch.all(big[:, 0, :] == 0) and torch.all(big[:, :, 0] == 0)  # class token: no bias
+        with torch.no_grad():
+            m.table.fill_(0.5)
+        assert torch.allclose(m((2 * h, 2 * w), 0), torch.full((heads, 4 * h * w, 4 * h * w), 0.5))
+    # the resized table still learns
+    model.zero_grad()
+    train_step(model, 64)
+    assert all(m.table.grad.abs().sum() > 0 for m in biases)
+
+
+def test_position_embedding_is_resized():
+    model = build("transformer-absolute", size=32)
+    (pos,) = [m for m in model.modules() if isinstance(m, PositionEmbedding)]
+    assert pos.grid == (4, 4)
+    assert pos.pos.shape == (1, 16, 64)
+    tokens = torch.zeros(1, 64, 64)
+    with torch.no_grad():
+        pos.pos.copy_(torch.arange(64.0).expand(1, 16, 64))  # constant over positions
+        out = pos(tokens, (8, 8))
+    assert out.shape == (1, 64, 64)
+    assert torch.allclose(out, torch.arange(64.0).expand(1, 64, 64))
+    with torch.no_grad():
+        same = pos(torch.zeros(1, 16, 64), (4, 4))
+    assert torch.equal(same, pos.pos)
+    model.zero_grad()
+    train_step(model, 64)
+    assert pos.pos.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["mbconv-conv", "transformer-relative", "class-attention", "convnext",
+                                  "bottleneck"])
+def test_drop_path_random_in_train_identical_in_eval(name):
+    model = build(name, drop_path={"rate": 0.5, "schedule": "uniform"})
+    assert any(isinstance(m, DropPath) for m in model.modules())
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+    model.train()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        c, d = model(x), model(x)
+    assert not torch.allclose(c, d)
+    # without drop path the same train-mode passes agree (the difference above is drop path)
+    plain = build(name)
+    plain.train()
+    with torch.no_grad():
+        assert torch.allclose(plain(x), plain(x))
+
+
+def test_drop_path_schedule_linear_over_all_blocks():
+    model = build("transformer-relative", drop_path={"rate": 0.3, "schedule": "linear"})
+    n = sum(st["depth"] for st in BLOCK_SPECS["transformer-relative"]["stages"])
+    blocks = [b for stage in model.stages for b in stage.blocks]
+    assert len(blocks) == n
+    rates = [b.drop_path.rate if isinstance(b.drop_path, DropPath) else 0.0 for b in blocks]
+    assert rates[0] == 0.0
+    assert rates[-1] == pytest.approx(0.3)
+    assert rates == pytest.approx([0.3 * i / (n - 1) for i in range(n)])
+
+
+@pytest.mark.parametrize("name", ["transformer-absolute", "transformer-relative-cls", "class-attention"])
+def test_head_pool_cls_takes_the_class_token(name):
+    model = build(name)
+    model.eval()
+    captured = {}
+    model.stages[-1].register_forward_hook(lambda mod, inp, out: captured.update(out=out))
+    with torch.no_grad():
+        logits = model(torch.randn(BATCH, 3, 32, 32))
+        x, cls = captured["out"]
+        assert cls is not None and cls.shape == (BATCH, 1, x.shape[1])
+        head = model.head
+        expected = head.fc(head.norm(cls[:, 0]))
+        assert torch.allclose(logits, expected, atol=1e-6)
+        # the patch map does not reach the logits
+        assert torch.allclose(head(torch.randn_like(x), cls), logits, atol=1e-6)
+        # but the class token does
+        assert not torch.allclose(head(x, torch.randn_like(cls)), logits)
+
+
+def test_head_pool_avg_averages_the_map():
+    model = build("convnext")
+    model.eval()
+    captured = {}
+    model.stages[-1].register_forward_hook(lambda mod, inp, out: captured.update(out=out))
+    with torch.no_grad():
+        logits = model(torch.randn(BATCH, 3, 32, 32))
+        x, cls = captured["out"]
+        assert cls is None
+        assert torch.allclose(logits, model.head.fc(model.head.norm(x.mean((2, 3)))), atol=1e-6)
+
+
+def test_class_attention_updates_only_the_class_token():
+    model = build("class-attention")
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(torch.randn(BATCH, 3, 32, 32))
+    # the class-attention stage leaves the patch map as it found it
+    assert torch.equal(feats[-1], feats[-2])
+
+
+def test_class_token_is_prepended_once():
+    model = build("transformer-absolute")
+    tokens = [n for n, p in model.named_parameters() if n.endswith("class_token.token")]
+    assert tokens == ["stages.0.class_token.token"]
+    model = build("class-attention")
+    tokens = [n for n, p in model.named_parameters() if n.endswith("class_token.token")]
+    assert tokens == ["stages.1.class_token.token"]
