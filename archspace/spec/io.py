@@ -120,7 +120,7 @@ def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] 
     if not isinstance(overrides, dict):
         raise SpecError.single("set", f"must map spec paths to values, e.g. stages[0].depth: 3{where}")
     if parent is None:
-        return _apply_file_overrides(data, overrides)
+        return _apply_file_overrides(_layout(data), overrides)
     if not isinstance(parent, str):
         raise SpecError.single("extends", f"must be a preset name or a relative path, got {parent!r}")
     try:
@@ -130,7 +130,14 @@ def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] 
     base = _load_file(parent_path.resolve(), chain)
     if "layout" in data:
         base.pop("layout", None)
-    return _apply_file_overrides(deep_merge(base, data), overrides)
+    return _apply_file_overrides(_layout(deep_merge(base, data)), overrides)
+
+
+def _layout(data: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return apply_layout(data)
+    except ValueError as exc:
+        raise SpecError.single("layout", str(exc)) from None
 
 
 def _apply_file_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -202,10 +209,7 @@ def validate(data: Mapping[str, Any]) -> NetworkSpec:
     Raises:
         SpecError: every schema problem, each with its path.
     """
-    try:
-        data = apply_layout(dict(data))
-    except ValueError as exc:
-        raise SpecError.single("layout", str(exc)) from None
+    data = _layout(dict(data))
     try:
         return NetworkSpec.model_validate(data)
     except ValidationError as exc:

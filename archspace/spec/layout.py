@@ -2,7 +2,7 @@
 
 Letters come from the stage models (``letter`` class variable), so a new block family
 adds its own letter by declaring one. Named layouts rewrite the whole network:
-``VIT_REL`` is CoAtNet's ViT-stem variant — a 16×16 patchify stem followed by one
+Applying a layout twice changes nothing. ``VIT_REL`` is CoAtNet's ViT-stem variant — a 16×16 patchify stem followed by one
 relative-attention transformer stage as deep as all stages together, as wide as the
 deepest stage.
 """
@@ -20,6 +20,10 @@ LETTERS: dict[str, type] = {m.letter: m for m in STAGE_MODELS if m.letter}
 
 def _vit_rel(data: dict[str, Any]) -> dict[str, Any]:
     stages = data.get("stages") or []
+    stem = data.get("stem")
+    if (len(stages) == 1 and isinstance(stages[0], dict) and stages[0].get("block") == "transformer"
+            and isinstance(stem, dict) and stem.get("kind") == "patchify"):
+        return data  # already in VIT_REL form
     if not all(isinstance(s, dict) and isinstance(s.get("depth"), int) for s in stages) or not stages:
         raise ValueError("VIT_REL needs stages with integer depths")
     deepest = max(stages, key=lambda s: s["depth"])
