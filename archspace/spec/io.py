@@ -34,9 +34,9 @@ def preset_dirs() -> list[Path]:
 
 
 def preset_index() -> dict[str, Path]:
-    """Every preset name (the spec's ``name``, or else the file stem) and its file."""
+    """Every preset name (the file name without ``.yaml``) and its file; earlier folders win."""
     index: dict[str, Path] = {}
-    for d in reversed(preset_dirs()):
+    for d in preset_dirs():
         for path in sorted(d.rglob("*")):
             if path.suffix in PRESET_SUFFIXES:
                 index.setdefault(path.stem, path)

@@ -25,7 +25,7 @@ def parse_path(text: str) -> tuple[Key, ...]:
     pos = 0
     while pos < len(text):
         m = _SEGMENT.match(text, pos)
-        if m is None or (m.group(1) is not None and m.start() == 0 and pos != 0):
+        if m is None or (pos == 0 and text.startswith(".")):
             raise ValueError(f"malformed path {text!r} (expected e.g. stages[2].depth)")
         if m.group(1) is not None:
             keys.append(m.group(1))
@@ -78,6 +78,11 @@ def set_path(data: dict, keys: Sequence[Key], value: Any) -> None:
             return
         node = _step(node, k, keys[: i + 1], create=True)
     last = keys[-1]
+    if last == ALL:
+        if not isinstance(node, list):
+            raise KeyError(f"{format_path(keys[:-1]) or 'spec'} is not a list")
+        node[:] = [copy.deepcopy(value) for _ in node]
+        return
     if isinstance(last, int):
         if not isinstance(node, list) or not -len(node) <= last < len(node):
             raise KeyError(_missing(keys, node))
