@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import networkx as nx
@@ -33,9 +34,12 @@ def export_network(lowered: Lowered, fmt: str, path: Path) -> None:
     size = lowered.spec.input.size
     example = torch.randn(1, lowered.spec.input.channels, size, size)
     if fmt == "torchscript":
-        with torch.no_grad():
+        # A trace is fixed to the spec's input size; torch marks TorchScript as deprecated.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             traced = torch.jit.trace(model, example)
-        traced.save(str(path))
+            traced.save(str(path))
     elif fmt == "onnx":
         torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=["logits"],
                           dynamo=False)
