@@ -110,10 +110,14 @@ def _flash_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
 CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _flash_cpu_flops}
 
 
-def measured_macs(model: torch.nn.Module, size: int, channels: int = 3) -> float:
-    """Multiply-adds of one eval-mode forward pass of a batch-1 image, measured by torch."""
+def measured_macs(model: torch.nn.Module, size: int, channels: int = 3, device: str = "cpu") -> float:
+    """Multiply-adds of one eval-mode forward pass of a batch-1 image, measured by torch.
+
+    Runs with autograd on (``no_grad`` breaks the counter's module tracker on the class-token
+    expand).
+    """
     model.eval()
-    x = torch.randn(1, channels, size, size)
+    x = torch.randn(1, channels, size, size, device=device)
     with FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS) as counter:
         model(x)
     return counter.get_total_flops() / 2

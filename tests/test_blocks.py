@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _specs import BLOCK_SPECS, NUM_CLASSES, STEM_SPECS, spec
+from _specs import BLOCK_SPECS, CONV_STEM, NUM_CLASSES, STEM_SPECS, spec
 
-from archspace import compile_network, complexity
+from archspace import SpecError, compile_network, complexity, lower
 from archspace.layers.attention import PositionEmbedding, RelativePositionBias
 from archspace.layers.common import DropPath
 
@@ -216,3 +216,12 @@ def test_class_token_is_prepended_once():
     model = build("class-attention")
     tokens = [n for n, p in model.named_parameters() if n.endswith("class_token.token")]
     assert tokens == ["stages.1.class_token.token"]
+
+
+def test_class_token_stage_with_stride_2_is_rejected():
+    s = spec(CONV_STEM, [{"block": "transformer", "depth": 1, "width": 32, "heads": 2, "class_token": True}],
+             head={"pool": "cls"})
+    assert s.stages[0].stride == 2
+    with pytest.raises(SpecError) as err:
+        lower(s)
+    assert any(p.path == "stages[0].stride" for p in err.value.problems)

@@ -161,7 +161,7 @@ class TransformerFamily(Family):
 
     def check(self, spec, shape, path, index):
         problems = []
-        if spec.stride == 2 and shape.prefix:
+        if spec.stride == 2 and (shape.prefix or spec.class_token):
             problems.append(Problem(f"{path}.stride", "cannot downsample tokens that include a class token"))
         if spec.stride == 2 and spec.attention == "absolute":
             problems.append(Problem(f"{path}.stride", "absolute-attention stages must have stride 1"))

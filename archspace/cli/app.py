@@ -75,8 +75,12 @@ def build(
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (readable) or json (one object, for scripts)."),
     export: Optional[Export] = typer.Option(None, "--export", help="Also write the network as onnx, torchscript or graphml."),
     export_file: Optional[Path] = typer.Argument(None, help="File to write with --export."),
+    compile_: bool = typer.Option(True, "--compile/--no-compile", help="Also build the PyTorch module (--no-compile: checks and analytic cost only)."),
 ) -> None:
     """Check a spec, count its cost per stage, and compile it to a PyTorch module.
+
+    The module is built (and its parameter count checked against the analytic one) unless
+    --no-compile is given; nothing is trained.
 
     Every problem is reported at once, one line each, naming its spec path; exit status 2.
 
@@ -101,6 +105,14 @@ def build(
         for w in lowered.warnings:
             err.print(w.format(root), markup=False, highlight=False, soft_wrap=True)
         report = complexity(lowered)
+        if compile_:
+            from ..compile import compile_network
+
+            model = compile_network(lowered, check_fits=False)
+            built = sum(p.numel() for p in model.parameters())
+            if built != report["params"]:
+                raise RuntimeError(f"built module has {built} params, analytic count {report['params']}")
+            report["compiled"] = True
         if export is not None:
             from ..export import export_network
 
@@ -110,6 +122,8 @@ def build(
             print(json.dumps(report))
         else:
             _print_table(report)
+            if compile_:
+                out.print(f"compiled: torch module with {report['params']:,} parameters (equal to the analytic count)")
             if export is not None:
                 out.print(f"wrote {export.value} to {export_file}")
 
@@ -188,9 +202,12 @@ def schema() -> None:
 
       archspace schema > archspace-spec.schema.json
     """
-    from ..spec import NetworkSpec
+    def run() -> None:
+        from ..spec import NetworkSpec
 
-    print(json.dumps(NetworkSpec.model_json_schema(), indent=2))
+        print(json.dumps(NetworkSpec.model_json_schema(), indent=2))
+
+    _fail_on_spec_errors(run, "schema")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +22,7 @@ from .network import STAGE_MODELS, STEM_MODELS, NetworkSpec
 from .paths import format_path, parse_path, set_path
 
 PRESET_SUFFIXES = (".yaml", ".yml")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAGS = {m.model_fields["block"].default for m in STAGE_MODELS} | {
     m.model_fields["kind"].default for m in STEM_MODELS
 }
@@ -35,8 +37,13 @@ def preset_dirs() -> list[Path]:
 
 def preset_index() -> dict[str, Path]:
     """Every preset name (the file name without ``.yaml``) and its file; earlier folders win."""
+    return dict(_preset_index(tuple(preset_dirs())))
+
+
+@lru_cache(maxsize=8)
+def _preset_index(dirs: tuple[Path, ...]) -> dict[str, Path]:
     index: dict[str, Path] = {}
-    for d in preset_dirs():
+    for d in dirs:
         for path in sorted(d.rglob("*")):
             if path.suffix in PRESET_SUFFIXES:
                 index.setdefault(path.stem, path)
@@ -50,7 +57,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError.single("", f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -204,12 +211,13 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str | tuple]) -> d
 
 
 def validate(data: Mapping[str, Any]) -> NetworkSpec:
-    """Apply ``layout`` and validate raw data into a :class:`NetworkSpec`.
+    """Validate resolved raw data (``extends``, ``set`` and ``layout`` applied) into a spec.
+
+    A ``layout`` left in the data must agree with the stages.
 
     Raises:
         SpecError: every schema problem, each with its path.
     """
-    data = _layout(dict(data))
     try:
         return NetworkSpec.model_validate(data)
     except ValidationError as exc:
@@ -239,7 +247,13 @@ def load_spec(
     if size is not None:
         overrides.append((("input", "size"), size))
     data = apply_overrides(data, overrides)
+    if any(_keys(o)[:1] == ("layout",) for o in overrides):
+        data = _layout(data)
     return validate(data)
+
+
+def _keys(override: str | tuple) -> tuple:
+    return parse_override(override)[0] if isinstance(override, str) else tuple(override[0])
 
 
 def dump_spec(spec: NetworkSpec) -> str:

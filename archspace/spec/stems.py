@@ -79,3 +79,9 @@ class ResNetStem(SpecModel):
     kernel: PositiveInt = 7
     norm: NormName = "batchnorm"
     act: ActName = "relu"
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> "ResNetStem":
+        if self.kernel % 2 == 0:
+            raise FieldError("kernel", f"{self.kernel} must be odd")
+        return self
