@@ -23,10 +23,19 @@ class _Stage(SpecModel):
     stride: Stride = 2
 
 
-class _HeadsMixin:
-    """``heads`` or ``head_size`` (one of them); width must divide evenly."""
+class _AttentionStage(_Stage):
+    """Fields shared by attention stages: ``heads`` or ``head_size`` (one of them, width must
+    divide evenly), MLP ratio, qkv bias, layer scale, norm and activation."""
 
     default_head_size: ClassVar[int] = 32
+
+    heads: PositiveInt | None = None
+    head_size: PositiveInt | None = None
+    mlp_ratio: float = Field(4.0, gt=0)
+    qkv_bias: bool = True
+    layer_scale: float | None = Field(None, gt=0)
+    norm: NormName = "layernorm"
+    act: ActName = "gelu"
 
     def resolved_heads(self) -> int:
         """Number of heads: ``heads``, or ``width / head_size`` (default head size if neither)."""
@@ -34,17 +43,19 @@ class _HeadsMixin:
             return self.heads
         return self.width // (self.head_size or self.default_head_size)
 
-    def _check_heads(self) -> None:
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "_AttentionStage":
         if self.heads is not None and self.head_size is not None:
             raise FieldError("heads", "set heads or head_size, not both")
         if self.heads is not None:
             if self.width % self.heads:
                 raise FieldError("width", f"{self.width} is not a multiple of heads {self.heads}")
-            return
+            return self
         size = self.head_size or self.default_head_size
         if self.width % size:
             which = "head_size" if self.head_size else "the default head_size"
             raise FieldError("width", f"{self.width} is not a multiple of {which} {size}")
+        return self
 
 
 class MBConvStage(_Stage):
@@ -71,7 +82,7 @@ class MBConvStage(_Stage):
         return self
 
 
-class TransformerStage(_Stage, _HeadsMixin):
+class TransformerStage(_AttentionStage):
     """Pre-norm transformer blocks (CoAtNet S3/S4, ViT, CaiT self-attention).
 
     ``attention: relative`` adds a learned 2-D relative-position bias per head;
@@ -83,41 +94,18 @@ class TransformerStage(_Stage, _HeadsMixin):
     layout_defaults: ClassVar[dict[str, Any]] = {"attention": "relative"}
     block: Literal["transformer"] = "transformer"
     attention: Literal["relative", "absolute"] = "relative"
-    heads: PositiveInt | None = None
-    head_size: PositiveInt | None = None
-    mlp_ratio: float = Field(4.0, gt=0)
-    qkv_bias: bool = True
     talking_heads: bool = False
-    layer_scale: float | None = Field(None, gt=0)
     class_token: bool = False
-    norm: NormName = "layernorm"
-    act: ActName = "gelu"
     shortcut_pool: PoolName = "max"
 
-    @model_validator(mode="after")
-    def _heads(self) -> "TransformerStage":
-        self._check_heads()
-        return self
 
-
-class ClassAttentionStage(_Stage, _HeadsMixin):
+class ClassAttentionStage(_AttentionStage):
     """CaiT class-attention blocks: only the class token is updated; must be the last stage."""
 
     default_head_size: ClassVar[int] = 48
     block: Literal["class_attention"] = "class_attention"
     stride: Literal[1] = 1
-    heads: PositiveInt | None = None
-    head_size: PositiveInt | None = None
-    mlp_ratio: float = Field(4.0, gt=0)
-    qkv_bias: bool = True
     layer_scale: float | None = Field(1.0e-5, gt=0)
-    norm: NormName = "layernorm"
-    act: ActName = "gelu"
-
-    @model_validator(mode="after")
-    def _heads(self) -> "ClassAttentionStage":
-        self._check_heads()
-        return self
 
 
 class BottleneckStage(_Stage):
