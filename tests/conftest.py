@@ -60,3 +60,10 @@ def spec_file(tmp_path):
         return write_spec(tmp_path, text, name)
 
     return make
+
+
+def pytest_configure(config):
+    # One intra-op thread per test process: the suite runs on two xdist workers (2 cores).
+    import torch
+
+    torch.set_num_threads(1)

@@ -146,6 +146,107 @@ def _print_table(report: dict) -> None:
     out.print("flops are multiply-adds; acts are output elements of convs, linears and attention products.")
 
 
+EXIT_DIVERGED = 3
+
+
+@app.command()
+def train(
+    spec: str = typer.Argument(..., help="A spec file (YAML) or a preset name."),
+    data: str = typer.Option("digits", "--data", help="Dataset: digits (built in), synthetic, cifar10, imagefolder."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder of cifar10 / imagefolder data."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    weight_decay: float = typer.Option(0.05, "--weight-decay", help="Decoupled weight decay (not on gains, biases, embeddings, tokens, tables, layer scale)."),
+    optimizer: str = typer.Option("adamw", "--optimizer", help="adamw or sgd (momentum 0.9)."),
+    warmup: float = typer.Option(0.0, "--warmup", help="Linear warm-up, in epochs."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing"),
+    mixup: float = typer.Option(0.0, "--mixup", help="Mixup alpha (0: off)."),
+    cutmix: float = typer.Option(0.0, "--cutmix", help="CutMix alpha (0: off)."),
+    crop: bool = typer.Option(False, "--crop/--no-crop", help="Random resized crop."),
+    flip: bool = typer.Option(False, "--flip/--no-flip", help="Random horizontal flip."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay of the weights, e.g. 0.999."),
+    clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Clip the gradient norm."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast and channels-last on cuda)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    set_: List[str] = typer.Option([], "--set", "-s", help="Override a spec path: PATH=VALUE. Repeatable."),
+    size: Optional[int] = typer.Option(None, "--size", help="Input resolution (overrides input.size)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/train/<spec name>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (progress and summary) or json (one object)."),
+) -> None:
+    """Train one spec on one dataset with one recipe (one trial).
+
+    Writes spec.yaml, config.json, metrics.jsonl (one line per epoch), checkpoint.pt (every
+    epoch, atomic) and summary.json into the run directory. Exit status: 0 complete,
+    3 diverged (non-finite loss: the run stops at once and says so), 2 bad input, 1 internal error.
+
+    [bold]Examples[/bold]
+
+      archspace train coatnet-0 --size 32 --set stages[*].depth=1 --epochs 5
+      archspace train my-net.yaml --data cifar10 --data-dir ~/data/cifar-10-batches-py --epochs 30 --lr 3e-3
+      archspace train vit_c-1gf --size 32 --optimizer sgd --lr 0.1 --out runs/vitc --resume
+    """
+    status = {"code": 0}
+
+    def run() -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from ..data import load_data
+        from ..spec import load_spec
+        from ..train import load_config, train as train_run
+        from ..train.loop import check_config
+
+        config = load_config(data=data, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
+                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                             warmup_epochs=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
+                             random_resized_crop=crop, flip=flip, ema=ema, clip_grad=clip_grad, seed=seed,
+                             device=device, compile=compile_model)
+        network = load_spec(spec, set_, size)
+        bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
+                           data_dir=config.data_dir)
+        check_config(config, bundle)
+        run_dir = out_dir or Path("runs") / "train" / (network.name or Path(spec).stem)
+        show = fmt == Format.table
+        progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                            disable=not (show and err.is_terminal))
+        with progress:
+            task = progress.add_task("train", total=None, epoch=1, info="")
+
+            def on_batch(i: int, n: int) -> None:
+                progress.update(task, completed=i, total=n)
+
+            def on_epoch(row: dict) -> None:
+                progress.update(task, epoch=row["epoch"] + 1, completed=0,
+                                info=f"loss {row['train_loss']:.3f} eval error {100 * row['eval_error']:.1f}%")
+                if show:
+                    progress.console.print(
+                        f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.4f}  train error "
+                        f"{100 * row['train_error']:.2f}%  eval loss {row['eval_loss']:.4f}  eval error "
+                        f"{100 * row['eval_error']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
+
+            result = train_run(network, config, run_dir, resume=resume, data=bundle, on_batch=on_batch,
+                               on_epoch=on_epoch)
+        if result.status == "diverged":
+            status["code"] = EXIT_DIVERGED
+        if fmt == Format.json:
+            print(json.dumps(result.as_dict()))
+            return
+        final = result.final
+        out.print(f"status: {result.status}" + (f" (non-finite loss in epoch {result.diverged_epoch})"
+                                                 if result.status == "diverged" else ""))
+        if final:
+            out.print(f"epochs {result.epochs}: eval error {100 * final['eval_error']:.2f}% (best "
+                      f"{100 * result.best_eval_error:.2f}%), train loss {final['train_loss']:.4f}")
+        out.print(f"{_human(result.params)} params, {_human(result.flops)} flops; run directory {run_dir}")
+
+    _fail_on_spec_errors(run, spec)
+    if status["code"]:
+        raise typer.Exit(status["code"])
+
+
 @app.command("list")
 def list_presets(
     family: Optional[str] = typer.Option(None, "--family", help="Only presets of this family (folder under spaces/)."),

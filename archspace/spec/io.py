@@ -221,7 +221,7 @@ def validate(data: Mapping[str, Any]) -> NetworkSpec:
     try:
         return NetworkSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_problems_from_pydantic(exc)) from None
+        raise SpecError(problems_from_validation(exc)) from None
 
 
 def load_spec(
@@ -261,10 +261,11 @@ def dump_spec(spec: NetworkSpec) -> str:
     return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
 
-def _problems_from_pydantic(exc: ValidationError) -> list[Problem]:
+def problems_from_validation(exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
+    """One :class:`Problem` per pydantic error, with spec paths (``prefix`` prepended)."""
     problems, seen = [], set()
     for err in exc.errors(include_url=False):
-        loc = _strip_tags(err["loc"])
+        loc = (*prefix, *_strip_tags(err["loc"]))
         error = (err.get("ctx") or {}).get("error")
         if isinstance(error, FieldError):
             loc = (*loc, error.field)

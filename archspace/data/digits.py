@@ -1,0 +1,45 @@
+"""scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes; no download)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._base import DATA, DataBundle, ImageSet, check_size_channels, make_bundle, problem, resize, \
+    split_indices, take_options, to_channels
+
+VAL_FRACTION = 0.2
+
+
+@lru_cache(maxsize=1)
+def _raw() -> tuple[torch.Tensor, torch.Tensor]:
+    """All digits as ``uint8`` ``(1797, 1, 8, 8)`` in 0..255, and their labels."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise problem(DATA, "digits needs scikit-learn (pip install 'archspace[data]')") from None
+    digits = load_digits()
+    pixels = torch.as_tensor(digits.data, dtype=torch.float64).reshape(-1, 1, 8, 8)
+    images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)
+    labels = torch.as_tensor(digits.target, dtype=torch.int64)
+    return images, labels
+
+
+def load_digits(*, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,
+                **options: Any) -> DataBundle:
+    """The digits, resized to ``size`` (bilinear, no antialiasing), replicated to ``channels``.
+
+    The split is fixed and stratified (80/20 per class) and does not depend on ``seed``, so
+    every trial sees the same images. ``data_dir`` is not used.
+    """
+    size, channels = check_size_channels(size, channels)
+    take_options("digits", options, {}, {})
+    images, labels = _raw()
+    train_idx, val_idx = split_indices(labels, VAL_FRACTION)
+    images = to_channels(resize(images, size, antialias=False), channels)
+    train = ImageSet(images[train_idx].contiguous(), labels[train_idx].contiguous())
+    val = ImageSet(images[val_idx].contiguous(), labels[val_idx].contiguous())
+    return make_bundle("digits", train, val, num_classes=10)
