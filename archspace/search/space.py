@@ -1,0 +1,433 @@
+"""Design spaces: a base spec plus choices at spec paths and ``train.*`` paths.
+
+```yaml
+base: coatnet-0
+set: {input.size: 32}                      # fixed overrides, same paths as --set
+choices:
+  layout: [C-C-C-C, C-C-C-T, C-C-T-T, C-T-T-T, VIT_REL]
+  stages[1].depth: {int: [2, 6]}
+  stages[2].head_size: [16, 32]            # sampled only where stage 2 is a transformer
+  train.lr: {loguniform: [1.0e-4, 1.0e-2]}
+  train.optimizer: [adamw, sgd]
+match: {params: 2.0e6, tolerance: 0.05, by: width}
+constraints: {flops: [null, 1.0e9]}
+```
+
+A point is resolved by a *suggester* — anything with ``categorical``, ``int`` and
+``float`` methods (an Optuna trial, or a fixed mapping) — so that one space serves every
+sampler and backend. Constraints and matching use analytic cost only: a rejected point is
+never trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol, Union
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..complexity import complexity
+from ..errors import Problem, SpecError
+from ..graph import lower
+from ..spec import NetworkSpec, load_raw
+from ..spec._base import FieldError, SpecModel
+from ..spec.io import apply_overrides, problems_from_validation, resolve_data, validate
+from ..spec.layout import apply_layout
+from ..spec.network import STAGE_MODELS
+from ..spec.paths import format_path, get_path, parse_path
+from ..train.config import TrainConfig
+
+STAGE_FIELDS = {m.model_fields["block"].default: set(m.model_fields) for m in STAGE_MODELS}
+METRICS = ("params", "flops", "acts")
+
+
+class IntRange(SpecModel):
+    int: tuple[int, int]
+    step: int = Field(1, gt=0)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntRange":
+        if self.int[0] > self.int[1]:
+            raise FieldError("int", f"low {self.int[0]} is above high {self.int[1]}")
+        return self
+
+
+class UniformRange(SpecModel):
+    uniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "UniformRange":
+        if self.uniform[0] > self.uniform[1]:
+            raise FieldError("uniform", f"low {self.uniform[0]} is above high {self.uniform[1]}")
+        return self
+
+
+class LogUniformRange(SpecModel):
+    loguniform: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LogUniformRange":
+        lo, hi = self.loguniform
+        if lo <= 0 or lo > hi:
+            raise FieldError("loguniform", f"needs 0 < low <= high, got [{lo}, {hi}]")
+        return self
+
+
+Choice = Union[list[Any], IntRange, UniformRange, LogUniformRange]
+
+
+class MatchSpec(SpecModel):
+    """Scale a knob until every variant is within ``tolerance`` of a params/flops target."""
+
+    params: float | None = Field(None, gt=0)
+    flops: float | None = Field(None, gt=0)
+    tolerance: float = Field(0.05, gt=0, lt=1)
+    by: Literal["width", "depth"] = "width"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "MatchSpec":
+        if (self.params is None) == (self.flops is None):
+            raise FieldError("params", "give exactly one target: params or flops")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return "params" if self.params is not None else "flops"
+
+    @property
+    def target(self) -> float:
+        return self.params if self.params is not None else self.flops
+
+
+class SpaceSpec(SpecModel):
+    """A design space: base spec, fixed overrides, choices, matching and constraints."""
+
+    base: str | dict[str, Any]
+    set: dict[str, Any] = Field(default_factory=dict)
+    choices: dict[str, Choice] = Field(default_factory=dict)
+    match: MatchSpec | None = None
+    constraints: dict[Literal["params", "flops", "acts"], tuple[float | None, float | None]] = Field(
+        default_factory=dict)
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_nonempty(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for path, choice in v.items():
+            if isinstance(choice, list) and not choice:
+                raise ValueError(f"{path}: a categorical choice needs at least one value")
+        return v
+
+
+class Suggester(Protocol):
+    def categorical(self, name: str, values: list[Any]) -> Any: ...
+    def int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int: ...
+    def float(self, name: str, low: float, high: float, log: bool = False) -> float: ...
+
+
+@dataclass
+class Point:
+    """One resolved point of a space: the network, the recipe and what was sampled."""
+
+    spec: NetworkSpec
+    train: TrainConfig
+    params: dict[str, Any]
+    cost: dict[str, Any]
+    match_scale: float | None = None
+    rejected: str | None = None
+    key: str = field(default="")
+
+    def record(self) -> dict[str, Any]:
+        return {"spec": self.spec.model_dump(mode="json", exclude_none=True),
+                "train": self.train.model_dump(mode="json"), "params": self.params,
+                "cost": {k: self.cost[k] for k in METRICS}, "match_scale": self.match_scale, "key": self.key}
+
+
+def spec_hash(spec: NetworkSpec, train: TrainConfig) -> str:
+    """Hash of the fully resolved spec and recipe (name excluded): equal hash, same trial."""
+    data = {"spec": spec.model_dump(mode="json", exclude={"name", "description"}),
+            "train": train.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Space:
+    """A checked space, ready to resolve points."""
+
+    def __init__(self, spec: SpaceSpec, train: Mapping[str, Any] | None = None, folder=None):
+        self.spec = spec
+        self.train_base = dict(train or {})
+        base = load_raw(spec.base) if isinstance(spec.base, str) else resolve_data(spec.base, folder or ".")
+        try:
+            self.base = apply_overrides(base, [(parse_path(k), v) for k, v in spec.set.items()])
+        except ValueError as exc:
+            raise SpecError.single("set", str(exc)) from None
+        self._check_paths()
+
+    # -- checks ---------------------------------------------------------------------------
+    def _check_paths(self) -> None:
+        problems = []
+        for path in self.spec.choices:
+            try:
+                keys = parse_path(path)
+            except ValueError as exc:
+                problems.append(Problem(f"choices.{path}", str(exc)))
+                continue
+            if keys[0] == "train":
+                if len(keys) != 2 or keys[1] not in TrainConfig.model_fields:
+                    problems.append(Problem(f"choices.{path}", f"no such training setting "
+                                                               f"(known: {', '.join(TrainConfig.model_fields)})"))
+            elif keys[0] == "layout":
+                continue
+            elif not self._path_can_exist(keys):
+                problems.append(Problem(f"choices.{path}", "this path does not exist in the base spec "
+                                                           "(nor under any layout the space can choose)"))
+        if problems:
+            raise SpecError(problems)
+
+    def _layouts(self) -> list[str | None]:
+        choice = self.spec.choices.get("layout")
+        return list(choice) if isinstance(choice, list) else [self.base.get("layout")]
+
+    def _path_can_exist(self, keys: tuple) -> bool:
+        for layout in self._layouts():
+            data = self._with_layout(copy.deepcopy(self.base), layout)
+            if self._applicable(data, keys):
+                return True
+        return False
+
+    @staticmethod
+    def _with_layout(data: dict, layout: str | None) -> dict:
+        if layout is None:
+            return data
+        data["layout"] = layout
+        return apply_layout(data)
+
+    @staticmethod
+    def _applicable(data: dict, keys: tuple) -> bool:
+        """Whether a spec path exists (or is a field of the stage kind it lands in)."""
+        if keys[0] == "stages" and len(keys) >= 3 and isinstance(keys[1], int):
+            stages = data.get("stages") or []
+            if not -len(stages) <= keys[1] < len(stages):
+                return False
+            fields = STAGE_FIELDS.get(stages[keys[1]].get("block"), set())
+            return keys[2] in fields
+        try:
+            get_path(data, keys[:-1])
+            return True
+        except KeyError:
+            return False
+
+    # -- resolving --------------------------------------------------------------------------
+    def resolve(self, suggest: Suggester) -> Point:
+        """Sample every applicable choice with ``suggest`` and build the point.
+
+        Raises:
+            SpecError: the point is not a valid network (reported with spec paths).
+        """
+        data = copy.deepcopy(self.base)
+        sampled: dict[str, Any] = {}
+        if "layout" in self.spec.choices:
+            sampled["layout"] = self._draw(suggest, "layout", self.spec.choices["layout"])
+            data = self._with_layout(data, sampled["layout"])
+        train = dict(self.train_base)
+        overrides = []
+        for path, choice in self.spec.choices.items():
+            if path == "layout":
+                continue
+            keys = parse_path(path)
+            if keys[0] == "train":
+                train[keys[1]] = sampled[path] = self._draw(suggest, path, choice)
+            elif self._applicable(data, keys):
+                value = sampled[path] = self._draw(suggest, path, choice)
+                overrides.append((keys, value))
+        data = apply_overrides(data, overrides)
+        spec = validate(data)
+        try:
+            config = TrainConfig.model_validate(train)
+        except ValidationError as exc:
+            raise SpecError(problems_from_validation(exc, ("train",))) from None
+        scale = None
+        if self.spec.match is not None:
+            spec, scale = match(spec, self.spec.match)
+        cost = complexity(lower(spec))
+        point = Point(spec, config, sampled, cost, scale, key=spec_hash(spec, config))
+        point.rejected = self.violation(cost, spec) if scale is not None or self.spec.match is None else None
+        if self.spec.match is not None and scale is None:
+            point.rejected = f"match: no {self.spec.match.by} scale brings {self.spec.match.metric} within " \
+                             f"{self.spec.match.tolerance:.0%} of {self.spec.match.target:g}"
+        return point
+
+    @staticmethod
+    def _draw(suggest: Suggester, name: str, choice: Choice) -> Any:
+        if isinstance(choice, list):
+            return suggest.categorical(name, choice)
+        if isinstance(choice, IntRange):
+            return suggest.int(name, choice.int[0], choice.int[1], step=choice.step, log=choice.log)
+        if isinstance(choice, UniformRange):
+            return suggest.float(name, choice.uniform[0], choice.uniform[1], log=False)
+        return suggest.float(name, choice.loguniform[0], choice.loguniform[1], log=True)
+
+    def violation(self, cost: Mapping[str, Any], spec: NetworkSpec | None = None) -> str | None:
+        """Why a point's cost breaks the constraints, or ``None``."""
+        for metric, (lo, hi) in self.spec.constraints.items():
+            value = cost[metric]
+            if lo is not None and value < lo:
+                return f"constraints.{metric}: {value:,} is below {lo:g}"
+            if hi is not None and value > hi:
+                return f"constraints.{metric}: {value:,} is above {hi:g}"
+        return None
+
+
+# -- complexity matching ----------------------------------------------------------------------
+
+def _unit(stage: Any) -> int:
+    """Width granularity of a stage: its head count or head size, else 8 channels."""
+    if hasattr(stage, "resolved_heads"):
+        return stage.heads or stage.head_size or stage.default_head_size
+    return 8
+
+
+def _with_widths(spec: NetworkSpec, widths: list[int]) -> NetworkSpec | None:
+    """The spec with these stage widths (and the widths that must follow them); ``None`` if invalid."""
+    data = spec.model_dump(mode="json", exclude_none=True)
+    stages = data["stages"]
+    for i, w in enumerate(widths):
+        stages[i]["width"] = w
+    for i, stage in enumerate(spec.stages):  # class attention keeps its input width
+        if stage.block == "class_attention" and i:
+            stages[i]["width"] = stages[i - 1]["width"]
+    stem = data["stem"]
+    if stem.get("kind") == "patchify" and "width" in stem:
+        stem["width"] = stages[0]["width"]
+    if stem.get("kind") == "conv" and stem.get("project"):
+        stem["project"] = stages[0]["width"]
+    if data.get("head", {}).get("hidden"):
+        data["head"]["hidden"] = stages[-1]["width"]
+    try:
+        return validate(data)
+    except SpecError:
+        return None
+
+
+def _width_steps(spec: NetworkSpec):
+    """Specs with one stage one unit wider or narrower, keeping widths non-decreasing."""
+    widths = [st.width for st in spec.stages]
+    for i, st in enumerate(spec.stages):
+        for sign in (1, -1):
+            w = list(widths)
+            w[i] += sign * _unit(st)
+            if w[i] > 0 and all(a <= b for a, b in zip(w, w[1:])) >= all(a <= b for a, b in zip(widths, widths[1:])):
+                yield _with_widths(spec, w)
+
+
+def _depth_steps(spec: NetworkSpec):
+    """Specs with one stage one block deeper or shallower."""
+    for i in range(len(spec.stages)):
+        for sign in (1, -1):
+            data = spec.model_dump(mode="json", exclude_none=True)
+            data["stages"][i]["depth"] += sign
+            if data["stages"][i]["depth"] > 0:
+                try:
+                    yield validate(data)
+                except SpecError:
+                    pass
+
+
+def scale_spec(spec: NetworkSpec, by: str, factor: float) -> NetworkSpec | None:
+    """Every stage width × ``factor`` (rounded to the stage's unit), or the deepest stage's
+    depth + ``factor`` blocks; ``None`` if the result is not a valid spec."""
+    if by == "width":
+        widths = [max(_unit(st), int(round(st.width * factor / _unit(st))) * _unit(st)) for st in spec.stages]
+        return _with_widths(spec, widths)
+    data = spec.model_dump(mode="json", exclude_none=True)
+    stages = data["stages"]
+    deepest = max(range(len(stages)), key=lambda i: stages[i]["depth"])
+    stages[deepest]["depth"] = max(1, stages[deepest]["depth"] + int(factor))
+    try:
+        return validate(data)
+    except SpecError:
+        return None
+
+
+def match(spec: NetworkSpec, m: MatchSpec) -> tuple[NetworkSpec, float | None]:
+    """Scale widths (or depth) until ``m.metric`` is within tolerance of the target.
+
+    Width: a geometric bisection on one multiplier for all stages, then — because rounding
+    widths to head-size multiples makes the cost a step function — a greedy walk moving
+    single stages by one unit (keeping widths non-decreasing), and by one block where no
+    width step helps. Depth: the deepest stage's block count. Returns the closest
+    variant and its scale (the multiplier or the depth change), or the original spec and
+    ``None`` when nothing lands within tolerance.
+    """
+    target = m.target
+    best: list = []  # [error, spec, scale]
+
+    def consider(s: NetworkSpec | None, scale: float) -> float | None:
+        if s is None:
+            return None
+        try:
+            v = complexity(lower(s))[m.metric]
+        except SpecError:
+            return None
+        err = abs(v / target - 1)
+        if not best or err < best[0]:
+            best[:] = [err, s, scale]
+        return v
+
+    if m.by == "width":
+        lo, hi = 1.0 / 64, 64.0
+        for _ in range(30):
+            mid = (lo * hi) ** 0.5
+            v = consider(scale_spec(spec, "width", mid), mid)
+            if v is None or best[0] <= m.tolerance / 2 or hi / lo < 1.001:
+                break
+            lo, hi = (mid, hi) if v < target else (lo, mid)
+        for _ in range(64):
+            if not best or best[0] <= m.tolerance / 2:
+                break
+            err0, current, scale = best
+            for candidate in _width_steps(current):
+                consider(candidate, scale)
+            if best[0] >= err0:  # width steps are too coarse here: move one block too
+                for candidate in _depth_steps(current):
+                    consider(candidate, scale)
+            if best[0] >= err0:
+                break
+    else:
+        for delta in range(-64, 65):
+            consider(scale_spec(spec, "depth", delta), delta)
+    if not best or best[0] > m.tolerance:
+        return spec, None
+    return best[1], best[2]
+
+
+def load_space(data: Mapping[str, Any], train: Mapping[str, Any] | None = None, folder=None) -> Space:
+    """Validate raw space data (problems under ``space.*``) and check its paths."""
+    try:
+        spec = SpaceSpec.model_validate(dict(data))
+    except ValidationError as exc:
+        raise SpecError(problems_from_validation(exc, ("space",))) from None
+    return Space(spec, train, folder)
+
+
+class FixedSuggester:
+    """Resolves a point from given values (the first option where a value is missing)."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        self.values = dict(values or {})
+
+    def categorical(self, name, values):
+        return self.values.get(name, values[0])
+
+    def int(self, name, low, high, step=1, log=False):
+        return int(self.values.get(name, low))
+
+    def float(self, name, low, high, log=False):
+        return float(self.values.get(name, low))
+
+
+__all__ = ["FixedSuggester", "MatchSpec", "Point", "Space", "SpaceSpec", "format_path", "load_space", "match",
+           "scale_spec", "spec_hash"]
