@@ -25,6 +25,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Mapping, Protocol, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -159,7 +160,12 @@ class Space:
     def __init__(self, spec: SpaceSpec, train: Mapping[str, Any] | None = None, folder=None):
         self.spec = spec
         self.train_base = dict(train or {})
-        base = load_raw(spec.base) if isinstance(spec.base, str) else resolve_data(spec.base, folder or ".")
+        folder = Path(folder or ".")
+        if isinstance(spec.base, str):
+            local = folder / spec.base
+            base = load_raw(local if local.is_file() else spec.base)
+        else:
+            base = resolve_data(spec.base, folder)
         try:
             self.base = apply_overrides(base, [(parse_path(k), v) for k, v in spec.set.items()])
         except ValueError as exc:

@@ -1,0 +1,144 @@
+"""Study files: a space, a fixed recipe, a sampler, a pruner, a budget and a backend.
+
+```yaml
+name: my-study
+space: {base: coatnet-0, set: {input.size: 32}, choices: {...}}   # or a path to a space file
+train: {data: digits, epochs: 3, batch_size: 64}                   # train.* choices override these
+sampler: {kind: tpe, seed: 0}       # grid | random | tpe | nsga2 (objectives eval_error and flops)
+pruner: {kind: median}              # none | median | asha
+trials: 20
+backend: optuna                     # optuna | ray
+resources: {cpu: 1, gpu: 0}         # per trial, for ray (fractional gpu packs trials on one GPU)
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import Problem, SpecError
+from ..spec._base import FieldError, PositiveInt, SpecModel
+from ..spec.io import problems_from_validation, read_yaml
+from .space import IntRange, Space, SpaceSpec, load_space
+
+
+class SamplerSpec(SpecModel):
+    kind: Literal["grid", "random", "tpe", "nsga2"] = "tpe"
+    seed: int = 0
+    startup_trials: PositiveInt = Field(5, description="Random trials before TPE models the space.")
+
+
+class PrunerSpec(SpecModel):
+    kind: Literal["none", "median", "asha"] = "none"
+    warmup_epochs: int = Field(1, ge=0, description="Epochs before a trial may be pruned.")
+    reduction_factor: int = Field(3, ge=2, description="ASHA: keep 1/factor of trials at each rung.")
+
+
+class ResourcesSpec(SpecModel):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class StudySpec(SpecModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str | None = None
+    space: SpaceSpec | str
+    train: dict[str, Any] = Field(default_factory=dict)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    trials: PositiveInt | None = None
+    objectives: list[Literal["eval_error", "flops", "params"]] = ["eval_error"]
+    backend: Literal["optuna", "ray"] = "optuna"
+    resources: ResourcesSpec = ResourcesSpec()
+    scale: dict[str, Any] | None = Field(None, description="Named overrides for running the study small or "
+                                                            "full; applied by the study's own documentation.")
+    analyses: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySpec":
+        if self.sampler.kind == "nsga2" and len(self.objectives) < 2:
+            raise FieldError("objectives", "nsga2 is multi-objective: give two objectives, e.g. [eval_error, flops]")
+        if self.sampler.kind != "nsga2" and len(self.objectives) > 1:
+            raise FieldError("objectives", f"the {self.sampler.kind} sampler optimizes one objective")
+        if len(self.objectives) > 1 and self.pruner.kind != "none":
+            raise FieldError("pruner", "pruning needs a single objective")
+        if self.sampler.kind != "grid" and self.trials is None:
+            raise FieldError("trials", "required (only the grid sampler can count its own trials)")
+        return self
+
+
+class Study:
+    """A loaded study: its spec, its resolved space and its folder (for relative paths)."""
+
+    def __init__(self, spec: StudySpec, space: Space, folder: Path):
+        self.spec = spec
+        self.space = space
+        self.folder = folder
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid sampler's search space: every choice must be a list or an int range."""
+        grid, problems = {}, []
+        for path, choice in self.space.spec.choices.items():
+            if isinstance(choice, list):
+                grid[path] = choice
+            elif isinstance(choice, IntRange):
+                grid[path] = list(range(choice.int[0], choice.int[1] + 1, choice.step))
+            else:
+                problems.append(Problem(f"space.choices.{path}", "the grid sampler needs a list of values "
+                                                                 "or an int range here"))
+        if problems:
+            raise SpecError(problems)
+        return grid
+
+    def n_trials(self, override: int | None = None) -> int:
+        if override is not None:
+            return override
+        if self.spec.trials is not None:
+            return self.spec.trials
+        n = 1
+        for values in self.grid().values():
+            n *= len(values)
+        return n
+
+
+def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Study:
+    """Read and check a study file (every problem reported with its path).
+
+    Raises:
+        SpecError: bad study, space, recipe or paths.
+    """
+    from ..spec.io import apply_overrides
+    from ..spec.paths import parse_path
+    from ..train.config import load_config
+
+    if isinstance(source, dict):
+        data, folder = dict(source), Path.cwd()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError.single("", f"no study file {path}")
+        data, folder = read_yaml(path), path.resolve().parent
+    if overrides:
+        data = apply_overrides(data, [(parse_path(k), v) for k, v in overrides.items()])
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(problems_from_validation(exc)) from None
+    space_data = spec.space
+    if isinstance(space_data, str):
+        space_path = folder / space_data
+        if not space_path.is_file():
+            raise SpecError.single("space", f"no space file {space_path}")
+        space_data = read_yaml(space_path)
+        space = load_space(space_data, spec.train, space_path.parent)
+    else:
+        space = load_space(space_data.model_dump(), spec.train, folder)
+    load_config(**spec.train)  # the fixed recipe must be valid on its own
+    return Study(spec, space, folder)
