@@ -247,6 +247,117 @@ def train(
         raise typer.Exit(status["code"])
 
 
+@app.command()
+def search(
+    study_file: Path = typer.Argument(..., help="A study file (YAML): space, recipe, sampler, pruner, budget."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="optuna (default) or ray."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite file in the run directory); e.g. postgresql://user@host/db for many machines."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Trained trials to reach (overrides the study's)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes on this machine sharing the study."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (ray backend), e.g. auto."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<study name>)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the variants the sampler would draw, with cost; train nothing, write nothing."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (live view and summary) or json."),
+) -> None:
+    """Search a design space: sample, check analytically, train, record, resume.
+
+    Re-running the same command resumes the study where it stopped; several processes
+    (--workers, or other machines with the same --storage) share one study.
+
+    [bold]Examples[/bold]
+
+      archspace search studies/quickstart.yaml
+      archspace search my-study.yaml --dry-run
+      archspace search my-study.yaml --workers 2 --trials 40
+      archspace search my-study.yaml --storage postgresql://me@db/archspace
+      archspace search my-study.yaml --backend ray --address auto
+    """
+    worker = os.environ.get("ARCHSPACE_WORKER") == "1"
+
+    def run() -> None:
+        from ..search.runner import dry_run as draw, search as run_search
+        from ..search.study import load_study
+
+        if workers < 1:
+            raise SpecError.single("--workers", f"must be at least 1, got {workers}")
+        if backend not in (None, "optuna", "ray"):
+            raise SpecError.single("--backend", f"unknown backend {backend!r} (optuna or ray)")
+        study = load_study(study_file)
+        run_dir = out_dir or Path("runs") / study.name
+        if dry_run:
+            rows = draw(study, study.n_trials(trials))
+            if fmt == Format.json:
+                print(json.dumps(rows))
+                return
+            table = Table(title=f"{study.name}: first {len(rows)} variants ({study.spec.sampler.kind} sampler)")
+            for col in ("#", "sampled", "stages", "params", "flops", "status"):
+                table.add_column(col, justify="right" if col in ("#", "params", "flops") else "left")
+            for i, r in enumerate(rows):
+                sampled = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["sampled"].items())
+                table.add_row(str(i), sampled, " ".join(r.get("stages", [])),
+                              _human(r["params"]) if "params" in r else "", _human(r["flops"]) if "flops" in r else "",
+                              r["status"] if not r["reason"] else f"rejected: {r['reason']}")
+            out.print(table)
+            return
+        budget = study.n_trials(trials)
+        argv = [str(study_file)] + (["--trials", str(trials)] if trials else []) + (["--out", str(run_dir)])
+        view = _SearchView(budget, enabled=fmt == Format.table and not worker)
+        with view:
+            summary = run_search(study, run_dir=run_dir, storage=storage, trials=trials, backend=backend,
+                                 workers=workers, argv=argv, on_trial=view.on_trial, on_epoch=view.on_epoch,
+                                 address=address)
+        if fmt == Format.json:
+            print(json.dumps(summary))
+            return
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(summary["counts"].items()))
+        out.print(f"study {summary['study']}: {counts}")
+        best = summary["best"]
+        if best:
+            out.print(f"best: trial {best['number']} eval error {100 * best['values'][0]:.2f}% "
+                      f"({_human(best['cost']['params'])} params) {best['params']}")
+        out.print(f"store: {storage or (run_dir / 'study.db')}")
+
+    _fail_on_spec_errors(run, str(study_file))
+
+
+class _SearchView:
+    """A live line: trials done / running / failed and the best so far."""
+
+    def __init__(self, budget: int, enabled: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.budget = budget
+        self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err,
+                                 disable=not enabled)
+        self.task = self.progress.add_task("search", total=budget, info="")
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def on_epoch(self, number: int, row: dict) -> None:
+        self.progress.update(self.task, info=f"trial {number} epoch {row['epoch']}: "
+                                             f"eval error {100 * row['eval_error']:.1f}%")
+
+    def on_trial(self, ostudy, trial) -> None:
+        from ..search.runner import summarize
+
+        s = summarize(ostudy)
+        c = s["counts"]
+        done = sum(c.get(k, 0) for k in ("complete", "diverged", "pruned", "duplicate"))
+        best = s["best"]
+        info = (f"running {c.get('running', 0)} · failed {c.get('failed', 0)} · rejected {c.get('rejected', 0)}"
+                + (f" · best {100 * best['values'][0]:.2f}%" if best else ""))
+        self.progress.update(self.task, completed=min(done, self.budget), info=info)
+        if self.enabled and not self.progress.console.is_terminal:
+            pass
+
+
 @app.command("list")
 def list_presets(
     family: Optional[str] = typer.Option(None, "--family", help="Only presets of this family (folder under spaces/)."),
@@ -318,3 +429,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

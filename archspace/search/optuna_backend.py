@@ -111,6 +111,7 @@ def check_reachable(url: str) -> None:
 
 
 def create_study(study: Study, storage: RDBStorage) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["minimize"] * len(study.spec.objectives)
     return optuna.create_study(study_name=study.name, storage=storage, sampler=make_sampler(study),
                                pruner=make_pruner(study), directions=directions, load_if_exists=True)

@@ -1,0 +1,141 @@
+"""Running a study: checks before anything is written, dry runs, workers, results.
+
+``search(study, ...)`` is what ``archspace search`` calls. Everything that can be wrong
+with the input (study, space, recipe, storage, an empty space) is found before the store
+is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import SpecError
+from .space import Point
+from .study import Study
+
+PREFLIGHT_POINTS = 64
+
+
+def _in_memory(study: Study, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.create_study(sampler=sampler or optuna.samplers.RandomSampler(seed=study.spec.sampler.seed),
+                               directions=["minimize"] * len(study.spec.objectives))
+
+
+def sample_points(study: Study, n: int, sampler: optuna.samplers.BaseSampler | None = None
+                  ) -> list[tuple[dict[str, Any], Point | None, str | None]]:
+    """``n`` points drawn by ``sampler`` (random by default) in memory: (sampled values,
+    point or None, why it is rejected or None). Nothing is trained or stored."""
+    from .optuna_backend import OptunaSuggester
+
+    mem = _in_memory(study, sampler)
+    out = []
+    for _ in range(n):
+        trial = mem.ask()
+        try:
+            point = study.space.resolve(OptunaSuggester(trial))
+            out.append((dict(trial.params), point, point.rejected))
+        except SpecError as exc:
+            out.append((dict(trial.params), None, "; ".join(exc.lines())))
+        mem.tell(trial, state=TrialState.FAIL)
+    return out
+
+
+def preflight(study: Study, n: int = PREFLIGHT_POINTS) -> None:
+    """Raise if no sampled point of the space can be trained (constraints, matching, shapes)."""
+    points = sample_points(study, n)
+    if not any(reason is None for _, _, reason in points):
+        reasons = sorted({reason for _, _, reason in points})
+        raise SpecError.single("space", f"none of {n} sampled points can be trained; e.g. {reasons[0]}"
+                               + (f" (and {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""))
+
+
+def dry_run(study: Study, n: int) -> list[dict[str, Any]]:
+    """The variants the study's sampler would draw first, with their analytic cost."""
+    from .optuna_backend import make_sampler
+
+    rows = []
+    for sampled, point, reason in sample_points(study, n, make_sampler(study)):
+        row: dict[str, Any] = {"sampled": sampled, "status": "rejected" if reason else "ok", "reason": reason}
+        if point is not None:
+            row.update({k: point.cost[k] for k in ("params", "flops", "acts")}, match_scale=point.match_scale,
+                       key=point.key, stages=[f"{s.block}:{s.depth}x{s.width}" for s in point.spec.stages])
+        rows.append(row)
+    return rows
+
+
+def spawn_workers(argv: list[str], n: int, storage: str) -> list[subprocess.Popen]:
+    """Start ``n`` more worker processes on the same storage (the same command line)."""
+    exe = [sys.executable, "-m", "archspace.cli.app"]
+    procs = []
+    env = dict(os.environ, ARCHSPACE_WORKER="1")
+    for _ in range(n):
+        procs.append(subprocess.Popen([*exe, *argv, "--workers", "1", "--storage", storage, "--format", "json"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return procs
+
+
+def trial_records(ostudy: optuna.Study) -> list[dict[str, Any]]:
+    """One plain record per trial (what analysis and ``--format json`` use)."""
+    from .optuna_backend import trial_status
+
+    rows = []
+    for t in ostudy.get_trials(deepcopy=False):
+        a = t.user_attrs
+        rows.append({
+            "number": t.number, "status": trial_status(t), "values": t.values, "params": t.params,
+            "cost": a.get("cost"), "key": a.get("key"), "eval_error": a.get("eval_error"),
+            "train_loss": a.get("train_loss"), "epochs": len(a.get("history") or []), "reason": a.get("reason"),
+            "duplicate_of": a.get("duplicate_of"), "backend": a.get("backend", "optuna"),
+        })
+    return rows
+
+
+def summarize(ostudy: optuna.Study) -> dict[str, Any]:
+    records = trial_records(ostudy)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    trained = [r for r in records if r["status"] in ("complete", "diverged", "duplicate") and r["values"]]
+    best = min(trained, key=lambda r: r["values"][0]) if trained else None
+    return {"study": ostudy.study_name, "counts": counts, "best": best, "trials": records}
+
+
+def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: int | None = None,
+           backend: str | None = None, workers: int = 1, argv: list[str] | None = None,
+           on_trial: Callable | None = None, on_epoch: Callable | None = None, address: str | None = None
+           ) -> dict[str, Any]:
+    """Run (or resume) a study until it holds its budget of trained trials."""
+    from .optuna_backend import check_reachable, default_storage, run_worker
+
+    budget = study.n_trials(trials)
+    backend = backend or study.spec.backend
+    url = storage or default_storage(run_dir)
+    if storage is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    check_reachable(url)
+    preflight(study)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if backend == "ray":
+        from .ray_backend import run_ray
+
+        ostudy = run_ray(study, url, run_dir, budget, address=address, on_trial=on_trial)
+        return summarize(ostudy)
+    procs = spawn_workers(argv or [], workers - 1, url) if workers > 1 else []
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    import torch
+
+    torch.set_num_threads(threads)
+    ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch)
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode not in (0, None):
+            raise RuntimeError(f"a worker failed (exit {p.returncode}): {err.decode().strip()[-500:]}")
+    return summarize(ostudy)
