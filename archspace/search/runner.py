@@ -118,10 +118,9 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     budget = study.n_trials(trials)
     backend = backend or study.spec.backend
     url = storage or default_storage(run_dir)
-    if storage is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    check_reachable(url)
-    preflight(study)
+    if storage is not None:
+        check_reachable(url)
+    preflight(study)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if backend == "ray":
         from .ray_backend import run_ray
