@@ -1,0 +1,117 @@
+"""Drawing the analyses (matplotlib, PNG). Each function takes the analysis functions'
+outputs and a path, writes one figure and returns the path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .metrics import Scatter
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _plt().close(fig)
+    return path
+
+
+def plot_edfs(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str,
+              xlabel: str = "top-1 error (%)", percent: bool = True) -> Path:
+    """One step curve per variant: x (errors) against F(x)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    scale = 100.0 if percent else 1.0
+    for label, (x, f) in curves.items():
+        xs = np.concatenate([[x[0]], x]) * scale
+        fs = np.concatenate([[0.0], f])
+        ax.step(xs, fs, where="post", label=f"{label} (n={len(x)})", linewidth=1.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("cumulative prob.")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_scatters(panels: Mapping[str, Mapping[str, Scatter]], path: Path, *, title: str) -> Path:
+    """One panel per hyperparameter (lr, wd, lr·wd), one colour per variant, best marked ★."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (xname, by_variant) in zip(axes[0], panels.items()):
+        for i, (variant, s) in enumerate(by_variant.items()):
+            color = f"C{i}"
+            ax.scatter(s.x, 100 * s.error, s=14, alpha=0.7, color=color, label=variant)
+            ax.scatter([s.best_x], [100 * s.best_error], marker="*", s=160, color=color, edgecolor="black",
+                       zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel(xname)
+        ax.set_ylabel("top-1 error (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_generalization(points: Mapping[str, Mapping[str, float]], path: Path, *, title: str) -> Path:
+    """Final train loss against eval error, one labelled point per layout (CoAtNet Figure 1)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (variant, p) in enumerate(points.items()):
+        ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=f"C{i}", label=variant)
+        ax.annotate(variant, (p["train_loss"], 100 * p["eval_error"]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    ax.set_xlabel("final train loss")
+    ax.set_ylabel("eval top-1 error (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_bars(values: Mapping[str, float], path: Path, *, title: str, ylabel: str,
+              errors: Sequence[tuple[float, float]] | None = None) -> Path:
+    """A bar per variant (gaps, best errors with their intervals)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(values) + 2), 3.8))
+    names = list(values)
+    heights = [values[n] for n in names]
+    yerr = None
+    if errors is not None:
+        yerr = np.array([[h - lo for h, (lo, _) in zip(heights, errors)], [hi - h for h, (_, hi) in zip(heights, errors)]])
+    ax.bar(names, heights, yerr=yerr, capsize=4, color=[f"C{i}" for i in range(len(names))])
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    return _save(fig, path)
+
+
+def plot_lines(series: Mapping[str, Mapping[float, float]], path: Path, *, title: str, xlabel: str,
+               ylabel: str) -> Path:
+    """One line per variant over a numeric x (e.g. Δ error against schedule length)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (variant, pts) in enumerate(series.items()):
+        xs = sorted(pts)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{i}", label=variant)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
