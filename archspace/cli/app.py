@@ -358,6 +358,37 @@ class _SearchView:
             pass
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A study's run directory (holding study.db)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Read this Optuna storage instead of RUN_DIR/study.db."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Study name, when the store holds several."),
+    group_by: Optional[str] = typer.Option(None, "--group-by", help="Choice that names a variant (default: layout when sampled)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN_DIR/report)."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Write a study's EDFs, scatter plots, rankings and tables as Markdown and HTML.
+
+    Works on a study that is still running or partly failed.
+
+    [bold]Examples[/bold]
+
+      archspace report runs/quickstart
+      archspace report runs/my-study --group-by train.optimizer
+    """
+
+    def run() -> None:
+        from ..analysis.report import build_report
+
+        result = build_report(run_dir, storage=storage, name=study_name, group_by=group_by, out_dir=out_dir)
+        if fmt == Format.json:
+            print(json.dumps(result))
+            return
+        out.print(f"report: {result['html']} (and {Path(result['markdown']).name}, {len(result['plots'])} plots)")
+
+    _fail_on_spec_errors(run, str(run_dir))
+
+
 @app.command("list")
 def list_presets(
     family: Optional[str] = typer.Option(None, "--family", help="Only presets of this family (folder under spaces/)."),
