@@ -75,6 +75,7 @@ def plot_generalization(points: Mapping[str, Mapping[str, float]], path: Path, *
         ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=f"C{i}", label=variant)
         ax.annotate(variant, (p["train_loss"], 100 * p["eval_error"]), textcoords="offset points", xytext=(5, 5),
                     fontsize=8)
+    ax.margins(0.2)
     ax.set_xlabel("final train loss")
     ax.set_ylabel("eval top-1 error (%)")
     ax.set_title(title)
