@@ -299,13 +299,16 @@ def search(
                               r["status"] if not r["reason"] else f"rejected: {r['reason']}")
             out.print(table)
             return
+        from ..search.runner import check_inputs
+
+        check_inputs(study, storage)  # every input problem before the live view starts
         budget = study.n_trials(trials)
         argv = [str(study_file)] + (["--trials", str(trials)] if trials else []) + (["--out", str(run_dir)])
-        view = _SearchView(budget, enabled=fmt == Format.table and not worker)
+        view = _SearchView(budget, enabled=fmt == Format.table and not worker and err.is_terminal)
         with view:
             summary = run_search(study, run_dir=run_dir, storage=storage, trials=trials, backend=backend,
                                  workers=workers, argv=argv, on_trial=view.on_trial, on_epoch=view.on_epoch,
-                                 address=address)
+                                 address=address, checked=True)
         if fmt == Format.json:
             print(json.dumps(summary))
             return

@@ -50,13 +50,16 @@ class OptunaSuggester:
         return self.trial.suggest_float(name, low, high, log=log)
 
 
-def make_sampler(study: Study) -> optuna.samplers.BaseSampler:
+def make_sampler(study: Study, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler; ``offset`` varies the seed so that a resumed run or another
+    worker does not replay the same draws (0 for a fresh single-process run)."""
     s = study.spec.sampler
+    seed = s.seed + offset
     samplers = {
-        "grid": lambda: optuna.samplers.GridSampler(study.grid(), seed=s.seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=s.seed),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.startup_trials),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=s.seed),
+        "grid": lambda: optuna.samplers.GridSampler(study.grid(), seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
     }
     return samplers[s.kind]()
 
@@ -110,11 +113,16 @@ def check_reachable(url: str) -> None:
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
 
 
-def create_study(study: Study, storage: RDBStorage) -> optuna.Study:
+def create_study(study: Study, storage: RDBStorage, worker: int = 0) -> optuna.Study:
+    """Create or load the Optuna study; the sampler's seed is offset by the trials already
+    stored and the worker index, so resumed and parallel runs draw new points."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["minimize"] * len(study.spec.objectives)
-    return optuna.create_study(study_name=study.name, storage=storage, sampler=make_sampler(study),
-                               pruner=make_pruner(study), directions=directions, load_if_exists=True)
+    ostudy = optuna.create_study(study_name=study.name, storage=storage, pruner=make_pruner(study),
+                                 directions=directions, load_if_exists=True)
+    offset = 7919 * len(ostudy.get_trials(deepcopy=False)) + 104729 * worker
+    ostudy.sampler = make_sampler(study, offset)
+    return ostudy
 
 
 def versions() -> dict[str, str]:
@@ -134,13 +142,47 @@ def trial_status(t: optuna.trial.FrozenTrial) -> str:
 
 
 def _claimed(t: optuna.trial.FrozenTrial) -> bool:
-    return t.user_attrs.get("claimed", False) or trial_status(t) in TRAINED
+    return trial_status(t) in TRAINED or (t.state == TrialState.RUNNING and bool(t.user_attrs.get("claimed")))
 
 
 def count_trained(study: optuna.Study) -> int:
     """Trials that used (or hold) a slot of the budget: trained, or claimed and running."""
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if trial_status(t) in TRAINED or (t.state == TrialState.RUNNING and t.user_attrs.get("claimed")))
+    return sum(1 for t in study.get_trials(deepcopy=False) if _claimed(t))
+
+
+def fail_dead_trials(study: optuna.Study) -> int:
+    """Fail running trials whose process is gone: at once for this machine's (by pid), and by
+    heartbeat for other machines'. Each is retried with the same parameters. Returns how many."""
+    import os
+    import socket
+
+    host = socket.gethostname()
+    storage = study._storage
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("owner") or {}
+        if owner.get("host") != host or owner.get("pid") == os.getpid():
+            continue
+        try:
+            os.kill(int(owner["pid"]), 0)
+            continue  # alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, KeyError, TypeError, ValueError):
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "status", "failed")
+            storage.set_trial_user_attr(t._trial_id, "reason", "its process died")
+            changed = storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process got there first
+        if changed:
+            RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+            n += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return n
 
 
 def _claim(trial: optuna.trial.Trial, budget: int) -> None:
@@ -180,7 +222,13 @@ def objective_values(study: Study, eval_error: float, point: Point) -> tuple[flo
 
 def make_objective(study: Study, run_dir: Path, budget: int,
                    on_epoch: Callable[[int, dict], None] | None = None) -> Callable[[optuna.trial.Trial], Any]:
+    import os
+    import socket
+
+    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+
     def objective(trial: optuna.trial.Trial):
+        trial.set_user_attr("owner", owner)
         try:
             point = study.space.resolve(OptunaSuggester(trial))
         except SpecError as exc:
@@ -243,10 +291,13 @@ def make_objective(study: Study, run_dir: Path, budget: int,
 def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None, max_rejections: int = 500,
-               max_failures: int = 3) -> optuna.Study:
+               max_failures: int = 3, wait_for_others: bool = False) -> optuna.Study:
     """Run trials in this process until the study holds ``budget`` trained trials."""
+    import os
+
     storage = open_storage(storage_url)
-    ostudy = create_study(study, storage)
+    ostudy = create_study(study, storage, int(os.environ.get("ARCHSPACE_WORKER_INDEX", "0")))
+    fail_dead_trials(ostudy)
     ostudy.set_user_attr("archspace_study", study.spec.model_dump(mode="json"))
     streak = {"rejected": 0, "failed": 0, "last": ""}
 
@@ -263,10 +314,17 @@ def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     while True:
-        ostudy.optimize(make_objective(study, run_dir, budget, on_epoch), n_trials=None, catch=(Rejected,),
-                        callbacks=[stop_when_done], gc_after_trial=True)
         if count_trained(ostudy) >= budget:
-            break
+            running = [t for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                       if t.user_attrs.get("claimed")]
+            if not running or not wait_for_others:
+                break
+            # other processes hold the last slots: wait for them, failing any that died
+            time.sleep(HEARTBEAT_S)
+            fail_dead_trials(ostudy)
+            continue
+        ostudy.optimize(make_objective(study, run_dir, budget, on_epoch), n_trials=None, catch=(Rejected,),
+                        callbacks=[stop_when_done], gc_after_trial=False)
         if streak["rejected"] >= max_rejections:
             raise SpecError.single("space.constraints", f"{max_rejections} points in a row were rejected: "
                                                         "the space is (nearly) empty after constraints and matching")

@@ -36,20 +36,27 @@ def sample_points(study: Study, n: int, sampler: optuna.samplers.BaseSampler | N
     from .optuna_backend import OptunaSuggester
 
     mem = _in_memory(study, sampler)
-    out = []
-    for _ in range(n):
-        trial = mem.ask()
+    out: list[tuple[dict[str, Any], Point | None, str | None]] = []
+
+    class _Drawn(Exception):
+        pass
+
+    def objective(trial: optuna.trial.Trial) -> float:
         try:
             point = study.space.resolve(OptunaSuggester(trial))
             out.append((dict(trial.params), point, point.rejected))
         except SpecError as exc:
             out.append((dict(trial.params), None, "; ".join(exc.lines())))
-        mem.tell(trial, state=TrialState.FAIL)
+        raise _Drawn()
+
+    mem.optimize(objective, n_trials=n, catch=(_Drawn,))
     return out
 
 
 def preflight(study: Study, n: int = PREFLIGHT_POINTS) -> None:
     """Raise if no sampled point of the space can be trained (constraints, matching, shapes)."""
+    if study.spec.sampler.kind == "grid":
+        study.grid()  # every choice must be a list or an int range
     points = sample_points(study, n)
     if not any(reason is None for _, _, reason in points):
         reasons = sorted({reason for _, _, reason in points})
@@ -73,10 +80,11 @@ def dry_run(study: Study, n: int) -> list[dict[str, Any]]:
 
 def spawn_workers(argv: list[str], n: int, storage: str) -> list[subprocess.Popen]:
     """Start ``n`` more worker processes on the same storage (the same command line)."""
-    exe = [sys.executable, "-m", "archspace.cli.app"]
+    exe = [sys.executable, "-m", "archspace.cli.app", "search"]
     procs = []
-    env = dict(os.environ, ARCHSPACE_WORKER="1")
-    for _ in range(n):
+    for i in range(n):
+        env = dict(os.environ, ARCHSPACE_WORKER="1", ARCHSPACE_WORKER_INDEX=str(i + 1), OMP_WAIT_POLICY="PASSIVE",
+                   OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (n + 1))))
         procs.append(subprocess.Popen([*exe, *argv, "--workers", "1", "--storage", storage, "--format", "json"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     return procs
@@ -108,19 +116,31 @@ def summarize(ostudy: optuna.Study) -> dict[str, Any]:
     return {"study": ostudy.study_name, "counts": counts, "best": best, "trials": records}
 
 
+def check_inputs(study: Study, storage: str | None) -> None:
+    """Every check that needs no store: storage reachable, space not empty, grid well formed."""
+    from .optuna_backend import check_reachable
+
+    if storage is not None:
+        check_reachable(storage)
+    preflight(study)
+
+
 def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: int | None = None,
            backend: str | None = None, workers: int = 1, argv: list[str] | None = None,
-           on_trial: Callable | None = None, on_epoch: Callable | None = None, address: str | None = None
-           ) -> dict[str, Any]:
-    """Run (or resume) a study until it holds its budget of trained trials."""
-    from .optuna_backend import check_reachable, default_storage, run_worker
+           on_trial: Callable | None = None, on_epoch: Callable | None = None, address: str | None = None,
+           checked: bool = False) -> dict[str, Any]:
+    """Run (or resume) a study until it holds its budget of trained trials.
+
+    Args:
+        checked: :func:`check_inputs` has already run.
+    """
+    from .optuna_backend import default_storage, run_worker
 
     budget = study.n_trials(trials)
     backend = backend or study.spec.backend
     url = storage or default_storage(run_dir)
-    if storage is not None:
-        check_reachable(url)
-    preflight(study)  # before anything is written
+    if not checked:
+        check_inputs(study, storage)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     if backend == "ray":
         from .ray_backend import run_ray
@@ -132,7 +152,8 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     import torch
 
     torch.set_num_threads(threads)
-    ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch)
+    ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch,
+                        wait_for_others=bool(procs))
     for p in procs:
         _, err = p.communicate()
         if p.returncode not in (0, None):

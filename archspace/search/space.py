@@ -26,9 +26,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Union
+from typing import Annotated, Any, Literal, Mapping, Protocol, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from ..complexity import complexity
 from ..errors import Problem, SpecError
@@ -78,7 +78,28 @@ class LogUniformRange(SpecModel):
         return self
 
 
-Choice = Union[list[Any], IntRange, UniformRange, LogUniformRange]
+def _choice_tag(value: Any) -> str | None:
+    if isinstance(value, list):
+        return "tag:values"
+    if isinstance(value, dict):
+        for key in ("int", "uniform", "loguniform"):
+            if key in value:
+                return f"tag:{key}"
+    if isinstance(value, (IntRange, UniformRange, LogUniformRange)):
+        return {IntRange: "tag:int", UniformRange: "tag:uniform", LogUniformRange: "tag:loguniform"}[type(value)]
+    return None
+
+
+Choice = Annotated[
+    Union[
+        Annotated[Annotated[list[Any], Field(min_length=1)], Tag("tag:values")],
+        Annotated[IntRange, Tag("tag:int")],
+        Annotated[UniformRange, Tag("tag:uniform")],
+        Annotated[LogUniformRange, Tag("tag:loguniform")],
+    ],
+    Discriminator(_choice_tag, custom_error_type="choice", custom_error_message=(
+        "a choice is a list of values, {int: [lo, hi]}, {uniform: [lo, hi]} or {loguniform: [lo, hi]}")),
+]
 
 
 class MatchSpec(SpecModel):
@@ -114,13 +135,6 @@ class SpaceSpec(SpecModel):
     constraints: dict[Literal["params", "flops", "acts"], tuple[float | None, float | None]] = Field(
         default_factory=dict)
 
-    @field_validator("choices")
-    @classmethod
-    def _choices_nonempty(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for path, choice in v.items():
-            if isinstance(choice, list) and not choice:
-                raise ValueError(f"{path}: a categorical choice needs at least one value")
-        return v
 
 
 class Suggester(Protocol):
@@ -179,16 +193,16 @@ class Space:
             try:
                 keys = parse_path(path)
             except ValueError as exc:
-                problems.append(Problem(f"choices.{path}", str(exc)))
+                problems.append(Problem(f"space.choices.{path}", str(exc)))
                 continue
             if keys[0] == "train":
                 if len(keys) != 2 or keys[1] not in TrainConfig.model_fields:
-                    problems.append(Problem(f"choices.{path}", f"no such training setting "
+                    problems.append(Problem(f"space.choices.{path}", f"no such training setting "
                                                                f"(known: {', '.join(TrainConfig.model_fields)})"))
             elif keys[0] == "layout":
                 continue
             elif not self._path_can_exist(keys):
-                problems.append(Problem(f"choices.{path}", "this path does not exist in the base spec "
+                problems.append(Problem(f"space.choices.{path}", "this path does not exist in the base spec "
                                                            "(nor under any layout the space can choose)"))
         if problems:
             raise SpecError(problems)
@@ -213,18 +227,19 @@ class Space:
 
     @staticmethod
     def _applicable(data: dict, keys: tuple) -> bool:
-        """Whether a spec path exists (or is a field of the stage kind it lands in)."""
+        """Whether a spec path exists, or names a field of the model it lands in (a stage's
+        kind, the stem's kind, head, input, drop path, the network)."""
         if keys[0] == "stages" and len(keys) >= 3 and isinstance(keys[1], int):
             stages = data.get("stages") or []
             if not -len(stages) <= keys[1] < len(stages):
                 return False
-            fields = STAGE_FIELDS.get(stages[keys[1]].get("block"), set())
-            return keys[2] in fields
-        try:
-            get_path(data, keys[:-1])
-            return True
-        except KeyError:
-            return False
+            if keys[2] not in STAGE_FIELDS.get(stages[keys[1]].get("block"), set()):
+                return False
+            return len(keys) == 3 or _exists(data, keys)
+        model = _model_at(data, keys[:-1]) if len(keys) <= 2 else None
+        if model is not None:
+            return keys[-1] in model.model_fields
+        return _exists(data, keys)
 
     # -- resolving --------------------------------------------------------------------------
     def resolve(self, suggest: Suggester) -> Point:
@@ -285,6 +300,26 @@ class Space:
             if hi is not None and value > hi:
                 return f"constraints.{metric}: {value:,} is above {hi:g}"
         return None
+
+
+def _exists(data: dict, keys: tuple) -> bool:
+    try:
+        get_path(data, keys)
+        return True
+    except KeyError:
+        return False
+
+
+def _model_at(data: dict, parent: tuple):
+    """The pydantic model a mapping at ``parent`` is validated by (``()`` is the network)."""
+    from ..spec.network import STEM_MODELS, DropPathSpec, HeadSpec, InputSpec
+
+    if parent == ():
+        return NetworkSpec
+    if parent == ("stem",):
+        kind = (data.get("stem") or {}).get("kind")
+        return next((m for m in STEM_MODELS if m.model_fields["kind"].default == kind), None)
+    return {("head",): HeadSpec, ("input",): InputSpec, ("drop_path",): DropPathSpec}.get(parent)
 
 
 # -- complexity matching ----------------------------------------------------------------------

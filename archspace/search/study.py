@@ -15,9 +15,9 @@ resources: {cpu: 1, gpu: 0}         # per trial, for ray (fractional gpu packs t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 
 from ..errors import Problem, SpecError
 from ..spec._base import FieldError, PositiveInt, SpecModel
@@ -45,7 +45,8 @@ class ResourcesSpec(SpecModel):
 class StudySpec(SpecModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str | None = None
-    space: SpaceSpec | str
+    space: Annotated[Union[Annotated[SpaceSpec, Tag("tag:inline")], Annotated[str, Tag("tag:file")]],
+                     Discriminator(lambda v: "tag:file" if isinstance(v, str) else "tag:inline")]
     train: dict[str, Any] = Field(default_factory=dict)
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()

@@ -286,7 +286,7 @@ def _strip_tags(loc: tuple) -> tuple:
         prev = loc[i - 1] if i else None
         if isinstance(part, str) and part in _TAGS and (isinstance(prev, int) or prev == "stem"):
             continue
-        if isinstance(part, str) and part.startswith("function-"):
+        if isinstance(part, str) and (part.startswith("function-") or part.startswith("tag:")):
             continue
         out.append(part)
     return tuple(out)

@@ -1,0 +1,534 @@
+"""The Ray Tune backend: the same space and sampler, trials spread over a Ray cluster.
+
+Ray Tune runs the trials; Optuna still draws the points. ``OptunaSearch`` drives the
+study's own sampler (:func:`make_sampler`) with a define-by-run function that resolves a
+point of the space exactly as the Optuna backend does, so both backends draw the same
+points in the same order. A point that constraints, matching or spec validation reject is
+recorded and never reaches Ray; nor does a duplicate of a point already trained. Each Ray
+trial resolves its point again from the sampled values, trains it with
+:func:`archspace.train.train` and reports every epoch with ``ray.tune.report``, so that a
+scheduler (ASHA, for the ``median`` and ``asha`` pruners) can stop it early.
+
+Results go to the same Optuna store as the Optuna backend: one Optuna trial per Ray
+trial, with the same attributes (plus ``backend: ray`` and ``ray_trial_id``), so the
+summary, records and later analysis do not care which backend ran. The driver writes the
+store; workers need only Ray and archspace. The budget counts trained trials, as in the
+Optuna backend; running again on the same store resumes, and the sampler continues where
+the stored trials leave it instead of drawing the same points again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from ..errors import SpecError
+from ..train.config import TrainConfig
+from .optuna_backend import (OptunaSuggester, count_trained, create_study, make_sampler, objective_values,
+                             open_storage, versions)
+from .space import IntRange, Point
+from .study import Study
+
+try:
+    import ray
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+except ImportError:  # pragma: no cover - the search extra installs it
+    ray = tune = None
+    OptunaSearch = object
+
+KEY = "archspace_key"  # constant added to each Ray config: the key of the resolved point
+COST = ("params", "flops", "acts")
+
+
+# -- the trainable (runs in a Ray worker) ---------------------------------------------------------
+
+class FixedSuggester:
+    """Replays sampled values (a Ray trial's config) through :meth:`Space.resolve`."""
+
+    def __init__(self, values: dict[str, Any]):
+        self.values = values
+
+    def _get(self, name: str) -> Any:
+        if name not in self.values:
+            raise KeyError(f"the Ray config has no value for {name!r}")
+        return self.values[name]
+
+    def categorical(self, name, values):
+        return self._get(name)
+
+    def int(self, name, low, high, step=1, log=False):
+        return int(self._get(name))
+
+    def float(self, name, low, high, log=False):
+        return float(self._get(name))
+
+
+def _metrics(row: dict, cost: dict[str, float], **extra: Any) -> dict[str, Any]:
+    """What a trial reports to Ray: the epoch's numbers, the point's cost and the row as JSON."""
+    out: dict[str, Any] = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    out.update(cost)
+    out["row"] = json.dumps(row)
+    out.update(extra)
+    return out
+
+
+def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int = 1) -> None:
+    """One Ray trial: resolve the point from the sampled values, train it, report each epoch.
+
+    The last epoch is reported after training ends, with ``final_status`` (complete or
+    diverged); a trial the scheduler stops never reports one. Errors are reported as
+    ``final_status: failed`` with the message, not raised, so the store can say what went wrong.
+    """
+    import torch
+
+    from ..train import train
+
+    torch.set_num_threads(max(1, threads))
+    trial_id = tune.get_context().get_trial_id()
+    cost: dict[str, float] = {}
+    epochs_done = 0
+    try:
+        sampled = {k: v for k, v in config.items() if k != KEY}
+        point = study.space.resolve(FixedSuggester(sampled))
+        if config.get(KEY) not in (None, point.key):
+            raise RuntimeError(f"the point resolved in the worker ({point.key}) is not the one sampled "
+                               f"({config[KEY]}): are the archspace versions on the driver and workers the same?")
+        cost = {k: float(point.cost[k]) for k in COST}
+        last = point.train.epochs
+        stopped = []
+
+        def report(row: dict) -> bool:
+            nonlocal epochs_done
+            epochs_done = row["epoch"]
+            if row["epoch"] >= last:
+                return False  # reported below, with the run's status
+            try:
+                tune.report(_metrics(row, cost))
+            except SystemExit:  # Ray stops the trial (the scheduler pruned it): end the run cleanly
+                stopped.append(True)
+                return True
+            return False
+
+        result = train(point.spec, point.train, Path(run_dir) / "trials" / f"ray-{trial_id}", callback=report)
+    except Exception as exc:  # noqa: BLE001 - recorded in the store as a failed trial
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        tune.report({"epoch": epochs_done, "eval_error": 1.0, **cost, "final_status": "failed",
+                     "error": f"{type(exc).__name__}: {first}"[:500]})
+        return
+    if stopped:
+        raise SystemExit(0)
+    if result.status == "diverged":
+        tune.report({"epoch": result.diverged_epoch, "eval_error": 1.0, **cost, "final_status": "diverged",
+                     "diverged_epoch": result.diverged_epoch})
+    else:
+        tune.report(_metrics(result.final, cost, final_status=result.status))
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial-{trial.trial_id}"
+
+
+# -- the searcher (runs on the driver) ------------------------------------------------------------
+
+@dataclass
+class _Live:
+    """A point handed to Ray and not finished yet."""
+
+    suggestion: str                       # the id of its trial in the searcher's Optuna study
+    point: Point
+    params: dict[str, Any]
+    distributions: dict[str, Any]
+    rows: dict[int, dict] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    study: Study
+    ostudy: optuna.Study
+    budget: int
+    trained: int
+    run_dir: Path
+    on_trial: Callable | None = None
+    on_epoch: Callable | None = None
+    max_rejections: int = 500
+    max_failures: int = 3
+    live: dict[str, _Live] = field(default_factory=dict)
+    done_keys: dict[str, optuna.trial.FrozenTrial] = field(default_factory=dict)
+    drawn: Any = None
+    rejected_streak: int = 0
+    failed_streak: int = 0
+    last_failure: str = ""
+    error: BaseException | None = None
+
+
+class ArchspaceSearch(OptunaSearch):
+    """An ``OptunaSearch`` that records rejected points and duplicates instead of handing them
+    to Ray, keeps the budget, and writes every finished Ray trial to the store (on the driver)."""
+
+    def __init__(self, state: _State, sampler: optuna.samplers.BaseSampler, storage, metric, mode):
+        self._arch = state
+        super().__init__(space=self._define, metric=metric, mode=mode, sampler=sampler, storage=storage,
+                         study_name=state.study.name)
+
+    # Ray pickles the tuner's configuration (and checkpoints searchers); the driver-side
+    # state is not needed there: resuming goes through the store.
+    def __getstate__(self):
+        return {"_metric": self._metric, "_mode": self._mode}
+
+    def save(self, checkpoint_path: str):
+        Path(checkpoint_path).write_bytes(b"")
+
+    def restore(self, checkpoint_path: str):
+        pass
+
+    def _define(self, trial) -> dict[str, Any] | None:
+        st = self._arch
+        try:
+            point = st.study.space.resolve(OptunaSuggester(trial))
+        except SpecError as exc:
+            st.drawn = (None, "; ".join(exc.lines()), dict(trial.params), dict(trial.distributions))
+            return None
+        st.drawn = (point, point.rejected, dict(trial.params), dict(trial.distributions))
+        return None if point.rejected else {KEY: point.key}
+
+    def suggest(self, trial_id: str):
+        st = self._arch
+        try:
+            return self._suggest(trial_id)
+        except Exception as exc:  # noqa: BLE001 - raised by run_ray once Ray is done
+            st.error = exc
+            return self.FINISHED
+
+    def _suggest(self, trial_id: str):
+        st = self._arch
+        for attempt in range(st.max_rejections + 1):
+            if st.error is not None:
+                return self.FINISHED
+            if st.trained + len(st.live) >= st.budget:
+                # wait while trials run: one that fails leaves its slot to a new point
+                return None if st.live else self.FINISHED
+            if st.rejected_streak >= st.max_rejections:
+                st.error = SpecError.single(
+                    "space.constraints", f"{st.max_rejections} points in a row were rejected: the space "
+                                         "is (nearly) empty after constraints and matching")
+                return self.FINISHED
+            sid = f"{trial_id}/{attempt}"
+            st.drawn = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "define-by-run took long": matching is analytic work
+                config = super().suggest(sid)
+            point, reason, params, dists = st.drawn
+            if reason is not None:
+                st.rejected_streak += 1
+                super().on_trial_complete(sid, None, error=True)
+                attrs: dict[str, Any] = {"status": "rejected", "reason": reason}
+                if point is not None:
+                    attrs.update(_point_attrs(point))
+                self._write(sid, TrialState.FAIL, None, params, dists, attrs)
+                continue
+            st.rejected_streak = 0
+            twin = st.done_keys.get(point.key)
+            if twin is not None:
+                self._duplicate(sid, point, params, dists, twin)
+                continue
+            st.live[trial_id] = _Live(sid, point, params, dists)
+            return config
+        return None
+
+    def _duplicate(self, sid: str, point: Point, params, dists, twin: optuna.trial.FrozenTrial) -> None:
+        st = self._arch
+        attrs = {**_point_attrs(point), **_train_attrs(point), "status": "duplicate",
+                 "duplicate_of": twin.number}
+        for k in ("history", "eval_error", "train_loss", "final_status"):
+            if k in twin.user_attrs:
+                attrs[k] = twin.user_attrs[k]
+        super().on_trial_complete(sid, self._result(twin.values))
+        st.trained += 1
+        self._write(sid, TrialState.COMPLETE, list(twin.values), params, dists, attrs)
+
+    def _result(self, values) -> dict[str, float]:
+        names = self.metric if isinstance(self.metric, list) else [self.metric]
+        return dict(zip(names, values))
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        st = self._arch
+        live = st.live.get(trial_id)
+        if live is None or "row" not in result:
+            return
+        row = json.loads(result["row"])
+        if row["epoch"] in live.rows:
+            return
+        live.rows[row["epoch"]] = row
+        super().on_trial_result(live.suggestion, result)
+        if st.on_epoch is not None:
+            try:
+                st.on_epoch(trial_id, row)
+            except Exception as exc:  # noqa: BLE001
+                st.error = exc
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        st = self._arch
+        live = st.live.pop(trial_id, None)
+        if live is None:
+            return
+        try:
+            self._finish(trial_id, live, result or {}, error)
+        except Exception as exc:  # noqa: BLE001 - raised by run_ray once Ray is done
+            st.error = exc
+
+    def _finish(self, trial_id: str, live: _Live, result: dict, error: bool) -> None:
+        st = self._arch
+        if "row" in result:
+            row = json.loads(result["row"])
+            live.rows.setdefault(row["epoch"], row)
+        history = [live.rows[e] for e in sorted(live.rows)]
+        final_status = result.get("final_status")
+        attrs = {**_point_attrs(live.point), **_train_attrs(live.point),
+                 "run_dir": str(st.run_dir / "trials" / f"ray-{trial_id}"), "history": history}
+        if final_status is None and result.get("done") and history and not error:
+            final_status = "pruned"  # stopped by the scheduler
+        attrs["final_status"] = final_status or "failed"
+        if history:
+            attrs.update({k: history[-1][k] for k in ("train_loss", "train_error", "eval_error")
+                          if k in history[-1]})
+        values: list[float] | None = None
+        if final_status in ("complete", "diverged"):
+            err = 1.0 if final_status == "diverged" else history[-1]["eval_error"]
+            v = objective_values(st.study, err, live.point)
+            values = list(v) if isinstance(v, tuple) else [v]
+            attrs["status"] = final_status
+            if final_status == "diverged":
+                attrs["diverged_epoch"] = result.get("diverged_epoch")
+            st.trained += 1
+            st.failed_streak = 0
+            ostate = TrialState.COMPLETE
+            super().on_trial_complete(live.suggestion, self._result(values))
+        elif final_status == "pruned":
+            last = history[-1]["eval_error"]
+            values = [last] if last is not None and math.isfinite(last) else None
+            attrs["status"] = "pruned"
+            st.trained += 1
+            st.failed_streak = 0
+            ostate = TrialState.PRUNED
+            super().on_trial_complete(live.suggestion, None)
+        else:
+            attrs["status"] = "failed"
+            attrs["reason"] = result.get("error") or (
+                "Ray reported an error for this trial (its worker died?); see Ray's logs"
+                if error else "stopped before it finished (interrupted)")
+            st.failed_streak += 1
+            st.last_failure = attrs["reason"]
+            if st.failed_streak >= st.max_failures:
+                st.error = RuntimeError(f"{st.max_failures} trials in a row failed; the last: {st.last_failure}")
+            ostate = TrialState.FAIL
+            super().on_trial_complete(live.suggestion, None, error=True)
+        intermediate = {e: r["eval_error"] for e, r in live.rows.items()
+                        if isinstance(r.get("eval_error"), float) and math.isfinite(r["eval_error"])}
+        frozen = self._write(trial_id, ostate, values, live.params, live.distributions, attrs, intermediate)
+        if ostate == TrialState.COMPLETE:
+            st.done_keys.setdefault(live.point.key, frozen)
+
+    def _write(self, ray_id: str, ostate: TrialState, values, params, dists, attrs: dict,
+               intermediate: dict[int, float] | None = None) -> optuna.trial.FrozenTrial:
+        st = self._arch
+        attrs = {**attrs, "backend": "ray", "ray_trial_id": ray_id}
+        st.ostudy.add_trial(optuna.trial.create_trial(
+            state=ostate, values=values, params=params, distributions=dists, user_attrs=attrs,
+            intermediate_values=intermediate or None))
+        frozen = next(t for t in reversed(st.ostudy.get_trials(deepcopy=False))
+                      if t.user_attrs.get("ray_trial_id") == ray_id)
+        if st.on_trial is not None:
+            st.on_trial(st.ostudy, frozen)
+        return frozen
+
+
+def _point_attrs(point: Point) -> dict[str, Any]:
+    return {"key": point.key, "cost": {k: point.cost[k] for k in COST}, "match_scale": point.match_scale}
+
+
+def _train_attrs(point: Point) -> dict[str, Any]:
+    return {"claimed": True, "spec": point.spec.model_dump(mode="json", exclude_none=True),
+            "train": point.train.model_dump(mode="json"), "seed": point.train.seed,
+            "versions": {**versions(), "ray": ray.__version__}}
+
+
+# -- sampler state across runs ---------------------------------------------------------------------
+
+def _replay(trial: optuna.trial.Trial, name: str, dist) -> None:
+    """Draw ``name`` from ``dist`` again (the value is thrown away; the draw moves the sampler on)."""
+    if isinstance(dist, CategoricalDistribution):
+        trial.suggest_categorical(name, dist.choices)
+    elif isinstance(dist, IntDistribution):
+        trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    else:
+        trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def _searcher_storage(study: Study, ostudy: optuna.Study, sampler) -> optuna.storages.BaseStorage:
+    """The searcher's own study: a copy of the stored finished trials (what model-based
+    samplers and the grid sampler learn from), with ``sampler``'s random state moved past
+    every stored draw, so that a resumed run draws new points rather than the first ones again."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    stored = ostudy.get_trials(deepcopy=False)
+    scratch = optuna.create_study(sampler=sampler, directions=["minimize"] * len(study.spec.objectives))
+    for t in stored:
+        trial = scratch.ask()
+        for name, dist in t.distributions.items():
+            _replay(trial, name, dist)
+        try:
+            scratch.tell(trial, state=TrialState.FAIL)
+        except RuntimeError:  # the grid sampler stops its study once the grid is covered
+            pass
+    storage = optuna.storages.InMemoryStorage()
+    own = optuna.create_study(storage=storage, study_name=study.name, sampler=sampler,
+                              directions=["minimize"] * len(study.spec.objectives))
+    own.add_trials([t for t in stored if t.state.is_finished()])
+    return storage
+
+
+def max_epochs(study: Study) -> int:
+    choice = study.space.spec.choices.get("train.epochs")
+    if isinstance(choice, list):
+        return max(int(v) for v in choice)
+    if isinstance(choice, IntRange):
+        return choice.int[1]
+    return int(study.space.train_base.get("epochs", TrainConfig.model_fields["epochs"].default))
+
+
+def make_scheduler(study: Study):
+    """ASHA (time in epochs) for the ``median`` and ``asha`` pruners; ``None`` (run every trial
+    to the end) for ``none``."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    p = study.spec.pruner
+    if p.kind == "none":
+        return None
+    grace = max(1, p.warmup_epochs)
+    return ASHAScheduler(time_attr="epoch", metric="eval_error", mode="min", max_t=max(grace, max_epochs(study)),
+                         grace_period=grace, reduction_factor=p.reduction_factor, stop_last_trials=False)
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+def _start_ray(address: str | None) -> bool:
+    """Connect to (or start) Ray unless this process already has a session; True if started here."""
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        where = f"at {address}" if address else "locally"
+        raise SpecError.single("--address" if address else "backend", f"cannot start Ray {where}: {first}") from None
+    return True
+
+
+@contextmanager
+def _quiet_tune():
+    """Keep Ray Tune's own reports off stdout (``--format json`` prints the summary there):
+    its current console output prints an experiment banner even at verbosity 0."""
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
+def _check_resources(study: Study) -> dict[str, float]:
+    r = study.spec.resources
+    wanted = {"cpu": float(r.cpu), "gpu": float(r.gpu)}
+    total = ray.cluster_resources()
+    have = {"cpu": float(total.get("CPU", 0)), "gpu": float(total.get("GPU", 0))}
+    for kind in ("cpu", "gpu"):
+        if wanted[kind] > have[kind]:
+            raise SpecError.single(f"resources.{kind}", f"each trial asks for {wanted[kind]:g} {kind.upper()}s "
+                                                        f"but the Ray cluster has {have[kind]:g}")
+    return wanted
+
+
+def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, address: str | None = None,
+            on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+            on_epoch: Callable[[str, dict], None] | None = None) -> optuna.Study:
+    """Run Ray Tune trials until the study's store holds ``budget`` trained trials.
+
+    Args:
+        storage_url: the Optuna store (the same one the Optuna backend uses).
+        address: the Ray cluster this machine is a node of (``auto``, ``host:6379``); ``None``
+            starts Ray on this machine. A Ray session already open in this process is used as
+            it is (and left open).
+        on_trial: called with (Optuna study, frozen trial) after each trial is written.
+        on_epoch: called with (Ray trial id, epoch metrics) as epochs are reported.
+
+    Raises:
+        SpecError: the space is (nearly) empty, Ray cannot be reached (or is a Ray Client
+            address), or a trial asks for more resources than the cluster has.
+        RuntimeError: several trials in a row failed.
+    """
+    run_dir = Path(run_dir).resolve()
+    ostudy = create_study(study, open_storage(storage_url))
+    ostudy.set_user_attr("archspace_study", study.spec.model_dump(mode="json"))
+    trained = count_trained(ostudy)
+    if trained >= budget:
+        return ostudy
+    if ray is None:  # pragma: no cover
+        raise SpecError.single("backend", "the ray backend needs Ray Tune: pip install 'archspace[search]'")
+    if address and address.startswith("ray://"):
+        raise SpecError.single("--address", "Ray Client addresses (ray://) are not supported: run the search on a "
+                                            "node of the cluster, with --address auto")
+    started = _start_ray(address)
+    try:
+        resources = _check_resources(study) if address is None else {
+            "cpu": float(study.spec.resources.cpu), "gpu": float(study.spec.resources.gpu)}
+        objectives = list(study.spec.objectives)
+        metric = objectives[0] if len(objectives) == 1 else objectives
+        mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
+        sampler = make_sampler(study)
+        state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
+        for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("key"):
+                state.done_keys.setdefault(t.user_attrs["key"], t)
+        searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy, sampler), metric, mode)
+        fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),
+                                  threads=max(1, int(resources["cpu"])))
+        tuner = tune.Tuner(
+            tune.with_resources(fn, resources),
+            # the searcher ends the run (budget reached); reused actors skip a worker start per trial
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study), num_samples=-1,
+                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(run_dir / "ray"), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        with warnings.catch_warnings(), _quiet_tune():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    if state.error is not None:
+        raise state.error
+    if state.trained < budget:
+        raise RuntimeError(f"Ray Tune stopped with {state.trained} of {budget} trials trained (interrupted?); "
+                           "run the same command again to resume")
+    return ostudy

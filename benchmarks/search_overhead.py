@@ -1,0 +1,337 @@
+"""Search-layer overhead per trial, and trials per hour of a tiny real study.
+
+Part 1 (framework overhead, nothing trained): for a few spaces and samplers, trials are asked
+from an Optuna study in a SQLite file and split into
+
+  sampling    Optuna ``ask`` plus every ``suggest_*`` the space makes (timed inside resolve)
+  resolve     ``Space.resolve`` minus the suggest calls: overrides, layout, validation,
+              complexity matching, analytic cost, hashing
+  storage     what the Optuna backend writes per trial: ``set_user_attr`` of the record
+              (key, cost, spec, recipe, versions, history, ...), one ``report`` per epoch, ``tell``
+  scans       the backend's per-trial reads of the whole study: budget claim, duplicate check,
+              trained count, and the live view's summary (they grow with the study)
+  gc          the ``gc.collect()`` that ``optimize(gc_after_trial=True)`` runs after each trial
+
+and, end to end, ``run_worker`` (the real per-trial loop: heartbeats, stale-trial checks,
+claims, callbacks) with the trainer replaced by a no-op.
+
+Part 2 (real training): ``archspace search`` on a tiny CoAtNet study, 1-epoch trials on
+synthetic data, with 1 and 2 workers; trials per hour over the whole command and over the
+trials alone (first start to last finish, from the store).
+
+    python benchmarks/search_overhead.py                     # both parts
+    python benchmarks/search_overhead.py --trials 300 --skip-real
+    python benchmarks/search_overhead.py --real-trials 12 --oversubscribed --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import yaml
+
+from archspace.search import optuna_backend as ob
+from archspace.search.runner import summarize
+from archspace.search.space import load_space
+from archspace.search.study import load_study
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+
+TINY_SPACE = {
+    "base": "coatnet-0",
+    "set": {"input.size": 32, "stages[*].depth": 1, "stem.channels": [16, 16]},
+    "choices": {"layout": ["C-C-C-C", "C-C-T-T"], "train.lr": {"loguniform": [1.0e-3, 1.0e-2]}},
+    "match": {"params": 3.0e5, "tolerance": 0.1},
+}
+DESIGN_SPACE = {  # the example of DESIGN.md "Spaces and studies"
+    "base": "coatnet-0",
+    "set": {"input.size": 32},
+    "choices": {
+        "layout": ["C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "VIT_REL"],
+        "stages[1].depth": {"int": [2, 6]},
+        "train.lr": {"loguniform": [1.0e-4, 1.0e-2]},
+        "train.weight_decay": {"loguniform": [1.0e-3, 1.0]},
+        "train.optimizer": ["adamw", "sgd"],
+    },
+    "match": {"params": 2.0e6, "tolerance": 0.05, "by": "width"},
+    "constraints": {"flops": [None, 1.0e9]},
+}
+SPACES = {
+    "tiny (2 choices, match)": TINY_SPACE,
+    "tiny, no match": {k: v for k, v in TINY_SPACE.items() if k != "match"},
+    "design example @32 (5 choices, match)": DESIGN_SPACE,
+    "design example @224": {**DESIGN_SPACE, "set": {"input.size": 224}},
+}
+TRAIN = {"data": "synthetic", "epochs": 1, "batch_size": 64}
+
+
+class TimedSuggester(ob.OptunaSuggester):
+    """The backend's suggester, adding up the time spent in Optuna's suggest calls."""
+
+    def __init__(self, trial):
+        super().__init__(trial)
+        self.seconds = 0.0
+
+    def _timed(self, fn, *args, **kw):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            self.seconds += time.perf_counter() - t
+
+    def categorical(self, name, values):
+        return self._timed(super().categorical, name, values)
+
+    def int(self, name, low, high, step=1, log=False):
+        return self._timed(super().int, name, low, high, step=step, log=log)
+
+    def float(self, name, low, high, log=False):
+        return self._timed(super().float, name, low, high, log=log)
+
+
+def _sampler(kind: str, seed: int = 0) -> optuna.samplers.BaseSampler:
+    return {"random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)}[kind]()
+
+
+def _fake_history(epochs: int) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1.0, "train_error": 0.5, "eval_loss": 1.0, "eval_error": 0.5, "lr": 1e-3,
+             "train_time": 1.0, "images_per_s": 500.0, "time": 1.0} for e in range(1, epochs + 1)]
+
+
+def components(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
+    """Per-trial ms of sampling / resolve / storage / scans over ``n`` trials on a fresh SQLite store."""
+    space = load_space(space_data, TRAIN)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{folder / f'components-{time.monotonic_ns()}.db'}",
+                                         engine_kwargs={"connect_args": {"timeout": 60}})  # as open_storage
+    study = optuna.create_study(storage=storage, sampler=_sampler(sampler), study_name="bench")
+    rows = {"sampling": [], "resolve": [], "storage": [], "scans": [], "gc": []}
+    versions = ob.versions()
+    for i in range(n):
+        t0 = time.perf_counter()
+        trial = study.ask()
+        t_ask = time.perf_counter() - t0
+        suggest = TimedSuggester(trial)
+        t0 = time.perf_counter()
+        point = space.resolve(suggest)
+        t_resolve = time.perf_counter() - t0
+        rows["sampling"].append(1e3 * (t_ask + suggest.seconds))
+        rows["resolve"].append(1e3 * (t_resolve - suggest.seconds))
+
+        t0 = time.perf_counter()
+        trial.set_user_attr("key", point.key)
+        trial.set_user_attr("cost", {k: point.cost[k] for k in ("params", "flops", "acts")})
+        trial.set_user_attr("match_scale", point.match_scale)
+        trial.set_user_attr("claimed", True)
+        trial.set_user_attr("spec", point.spec.model_dump(mode="json", exclude_none=True))
+        trial.set_user_attr("train", point.train.model_dump(mode="json"))
+        trial.set_user_attr("seed", point.train.seed)
+        trial.set_user_attr("versions", versions)
+        trial.set_user_attr("run_dir", str(folder / "trials" / f"{trial.number:05d}"))
+        history = _fake_history(TRAIN["epochs"])
+        for row in history:
+            trial.report(row["eval_error"], row["epoch"])
+        trial.set_user_attr("history", history)
+        trial.set_user_attr("final_status", "complete")
+        for k in ("train_loss", "train_error", "eval_error"):
+            trial.set_user_attr(k, history[-1][k])
+        trial.set_user_attr("status", "complete")
+        study.tell(trial, 0.5)
+        rows["storage"].append(1e3 * (time.perf_counter() - t0))
+
+        t0 = time.perf_counter()
+        study.get_trials(deepcopy=False)                                      # _claim
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))  # _duplicate
+        ob.count_trained(study)                                               # stop_when_done
+        summarize(study)                                                      # live view (on_trial)
+        rows["scans"].append(1e3 * (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        gc.collect()                                                          # optimize(gc_after_trial=True)
+        rows["gc"].append(1e3 * (time.perf_counter() - t0))
+    out = {}
+    for name, values in rows.items():
+        k = max(1, min(20, n // 5))
+        out[name] = {"mean": statistics.fmean(values), "first": statistics.fmean(values[:k]),
+                     "last": statistics.fmean(values[-k:])}
+    return out
+
+
+def end_to_end(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
+    """``run_worker`` for ``n`` trials with a no-op trainer: the whole per-trial loop in ms."""
+    from archspace.train.loop import TrainResult
+
+    def no_train(spec, config, out_dir=None, *, callback=None, **kw):
+        history = _fake_history(config.epochs)
+        for row in history:
+            if callback is not None:
+                callback(row)
+        return TrainResult("complete", config.epochs, history)
+
+    data = {"name": "bench", "space": space_data, "train": TRAIN, "sampler": {"kind": sampler, "seed": 0},
+            "trials": n}
+    study = load_study(data)
+    url = f"sqlite:///{folder / f'e2e-{time.monotonic_ns()}.db'}"
+    real_train, ob.train = ob.train, no_train
+    stamps: list[float] = []
+    try:
+        t0 = time.perf_counter()
+        ostudy = ob.run_worker(study, url, folder / "e2e", n, on_trial=lambda s, t: (summarize(s),
+                                                                                  stamps.append(time.perf_counter())))
+        total = time.perf_counter() - t0
+    finally:
+        ob.train = real_train
+    gaps = [1e3 * (b - a) for a, b in zip([t0, *stamps], stamps)]
+    k = max(1, min(20, n // 5))
+    return {"trials": len(ostudy.trials), "mean": 1e3 * total / n, "first": statistics.fmean(gaps[:k]),
+            "last": statistics.fmean(gaps[-k:])}
+
+
+# -- part 2: real trials per hour ----------------------------------------------------------------
+
+LAUNCH_WITH_CPUS = ("import os, sys; os.cpu_count = lambda: int(os.environ['BENCH_CPUS']); "
+                    "sys.argv[0] = 'archspace'; from archspace.cli.app import main; main()")
+
+
+def _trained_span(url: str) -> tuple[int, float]:
+    study = optuna.load_study(study_name="bench-real", storage=url)
+    done = [t for t in study.get_trials() if ob.trial_status(t) in ob.TRAINED]
+    if not done:
+        return 0, float("nan")
+    start = min(t.datetime_start for t in done)
+    end = max(t.datetime_complete for t in done)
+    return len(done), (end - start).total_seconds()
+
+
+def _error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+
+
+def real_run(folder: Path, trials: int, workers: int, mode: str) -> dict:
+    """mode: 'cli' (archspace search --workers N), 'procs' (N processes, cores/N threads each: what
+    --workers N does), 'oversubscribed' (N plain processes, each with every core)."""
+    study = folder / f"study-{mode}-{workers}.yaml"
+    study.write_text(yaml.safe_dump({"name": "bench-real", "space": TINY_SPACE, "train": TRAIN,
+                                     "sampler": {"kind": "random", "seed": 0}, "trials": trials}))
+    out = folder / f"real-{mode}-{workers}"
+    out.mkdir()
+    url = f"sqlite:///{out / 'study.db'}"
+    exe = str(Path(sys.executable).with_name("archspace"))
+    base = [str(study), "--out", str(out), "--storage", url, "--format", "json"]
+    t0 = time.perf_counter()
+    if mode == "cli":
+        r = subprocess.run([exe, "search", *base, "--workers", str(workers)], capture_output=True, text=True)
+        rcs, err = [r.returncode], [_error_line(r.stderr)] if r.returncode else []
+    else:
+        env = dict(os.environ)
+        cmd = [exe, "search", *base]
+        if mode == "procs":
+            env["BENCH_CPUS"] = str(max(1, (os.cpu_count() or 1) // workers))
+            cmd = [sys.executable, "-c", LAUNCH_WITH_CPUS, "search", *base]
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
+        if workers > 1:  # start the others once the first has created the study (see the schema race)
+            deadline = time.time() + 60
+            while time.time() < deadline and procs[0].poll() is None:
+                try:
+                    if optuna.study.get_all_study_names(storage=url):
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.05)
+            procs += [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                      for _ in range(workers - 1)]
+        errs = [p.communicate()[1] for p in procs]
+        rcs = [p.returncode for p in procs]
+        err = [_error_line(e) for e, rc in zip(errs, rcs) if rc]
+    wall = time.perf_counter() - t0
+    n, span = _trained_span(url)
+    return {"mode": mode, "workers": workers, "rc": rcs, "error": err, "trained": n, "wall_s": wall,
+            "span_s": span, "per_hour_wall": 3600 * n / wall, "per_hour_trials": 3600 * n / span if span else 0.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--trials", type=int, default=150, help="trials per overhead measurement (part 1)")
+    ap.add_argument("--real-trials", type=int, default=8, help="1-epoch trials per real run (part 2)")
+    ap.add_argument("--skip-real", action="store_true", help="part 1 only")
+    ap.add_argument("--skip-overhead", action="store_true", help="part 2 only")
+    ap.add_argument("--oversubscribed", action="store_true",
+                    help="also run 2 plain processes that each use every core (slow: shows the OpenMP spin problem)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    report: dict = {"overhead": [], "end_to_end": [], "real": [], "cpus": os.cpu_count(),
+                    "versions": ob.versions()}
+    with tempfile.TemporaryDirectory(prefix="archspace-bench-") as tmp:
+        folder = Path(tmp)
+        for name, data in SPACES.items() if not args.skip_overhead else ():
+            for sampler in ("random", "tpe"):
+                if sampler == "tpe" and "no match" in name:
+                    continue
+                report["overhead"].append({"space": name, "sampler": sampler,
+                                           **components(data, sampler, args.trials, folder)})
+        for sampler in ("random", "tpe") if not args.skip_overhead else ():
+            report["end_to_end"].append({"space": "tiny (2 choices, match)", "sampler": sampler,
+                                         **end_to_end(TINY_SPACE, sampler, args.trials, folder)})
+        if not args.skip_real:
+            runs = [(1, "cli"), (2, "cli"), (2, "procs")] + ([(2, "oversubscribed")] if args.oversubscribed else [])
+            for workers, mode in runs:
+                report["real"].append(real_run(folder, args.real_trials, workers, mode))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    if report["overhead"]:
+        _print_overhead(report, args)
+    if report["real"]:
+        _print_real(report, args)
+
+
+def _print_overhead(report: dict, args) -> None:
+    print(f"search overhead per trial, ms (SQLite store, {args.trials} trials; 'first'/'last': mean of the "
+          f"first/last {max(1, min(20, args.trials // 5))} trials)")
+    print(f"{'space':38} {'sampler':7} {'sampling':>17} {'resolve':>17} {'storage':>17} {'scans':>17} "
+          f"{'gc':>17}")
+    for r in report["overhead"]:
+        cells = [f"{r[k]['mean']:5.1f} ({r[k]['first']:.1f}→{r[k]['last']:.1f})" for k in
+                 ("sampling", "resolve", "storage", "scans", "gc")]
+        print(f"{r['space']:38} {r['sampler']:7} " + " ".join(f"{c:>17}" for c in cells))
+    print()
+    print("run_worker end to end with a no-op trainer, ms per trial (mean; first → last)")
+    for r in report["end_to_end"]:
+        print(f"  {r['space']:38} {r['sampler']:7} {r['mean']:7.1f}   {r['first']:.1f} → {r['last']:.1f}"
+              f"   ({r['trials']} trials in the store)")
+
+
+def _print_real(report: dict, args) -> None:
+    print()
+    print(f"tiny real study: {args.real_trials} trials of 1 epoch on synthetic data (512 images, batch 64), "
+          f"{os.cpu_count()} cpus")
+    print(f"{'how':44} {'trained':>7} {'wall s':>7} {'trials s':>8} {'/h wall':>8} {'/h trials':>9}")
+    labels = {"cli": "archspace search --workers {w}", "procs": "{w} processes, cores/{w} threads each",
+              "oversubscribed": "{w} processes, all cores each (OMP spin)"}
+    for r in report["real"]:
+        how = labels[r["mode"]].format(w=r["workers"])
+        if any(r["rc"]):
+            how += f"  [exit {r['rc']}]"
+        print(f"{how:44} {r['trained']:>7} {r['wall_s']:>7.1f} {r['span_s']:>8.1f} {r['per_hour_wall']:>8.0f} "
+              f"{r['per_hour_trials']:>9.0f}")
+        for e in r["error"]:
+            print(f"    error: {e[:150]}")
+
+
+if __name__ == "__main__":
+    main()
