@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The README's main job: set up, then check, cost and compile a preset network.
+# The README's main job: set up, run studies/quickstart.yaml (a layout + lr/wd study on the
+# built-in digits data, CPU, SQLite store) and write its report. Re-running resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/archspace list
-.venv/bin/archspace build coatnet-0
-.venv/bin/archspace build coatnet-0 --set layout=C-T-T-T --size 64 --export torchscript runs/coatnet-0-ctt.pt
+.venv/bin/archspace search studies/quickstart.yaml
+.venv/bin/archspace report runs/quickstart
+echo "open runs/quickstart/report/report.html (or report.md) to see the EDF per layout"
