@@ -257,6 +257,7 @@ def search(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (ray backend), e.g. auto."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<study name>)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the variants the sampler would draw, with cost; train nothing, write nothing."),
+    scale: Optional[str] = typer.Option(None, "--scale", help="A named scale of the study (e.g. tiny, cpu, full): its overrides are merged in."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (live view and summary) or json."),
 ) -> None:
     """Search a design space: sample, check analytically, train, record, resume.
@@ -282,7 +283,7 @@ def search(
             raise SpecError.single("--workers", f"must be at least 1, got {workers}")
         if backend not in (None, "optuna", "ray"):
             raise SpecError.single("--backend", f"unknown backend {backend!r} (optuna or ray)")
-        study = load_study(study_file)
+        study = load_study(study_file, scale=scale)
         run_dir = out_dir or Path("runs") / study.name
         if dry_run:
             rows = draw(study, study.n_trials(trials))
@@ -303,7 +304,8 @@ def search(
 
         check_inputs(study, storage)  # every input problem before the live view starts
         budget = study.n_trials(trials)
-        argv = [str(study_file)] + (["--trials", str(trials)] if trials else []) + (["--out", str(run_dir)])
+        argv = ([str(study_file)] + (["--trials", str(trials)] if trials else []) + ["--out", str(run_dir)]
+                + (["--scale", scale] if scale else []))
         view = _SearchView(budget, enabled=fmt == Format.table and not worker and err.is_terminal)
         with view:
             summary = run_search(study, run_dir=run_dir, storage=storage, trials=trials, backend=backend,

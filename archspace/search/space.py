@@ -13,7 +13,8 @@ match: {params: 2.0e6, tolerance: 0.05, by: width}
 constraints: {flops: [null, 1.0e9]}
 ```
 
-A point is resolved by a *suggester* — anything with ``categorical``, ``int`` and
+``base`` may itself be a choice (a list of presets or spec files: ViT_P against ViT_C,
+the steps of a roadmap); ``base:`` then names the first. A point is resolved by a *suggester* — anything with ``categorical``, ``int`` and
 ``float`` methods (an Optuna trial, or a fixed mapping) — so that one space serves every
 sampler and backend. Constraints and matching use analytic cost only: a rejected point is
 never trained.
@@ -174,17 +175,28 @@ class Space:
     def __init__(self, spec: SpaceSpec, train: Mapping[str, Any] | None = None, folder=None):
         self.spec = spec
         self.train_base = dict(train or {})
-        folder = Path(folder or ".")
-        if isinstance(spec.base, str):
-            local = folder / spec.base
-            base = load_raw(local if local.is_file() else spec.base)
-        else:
-            base = resolve_data(spec.base, folder)
-        try:
-            self.base = apply_overrides(base, [(parse_path(k), v) for k, v in spec.set.items()])
-        except ValueError as exc:
-            raise SpecError.single("set", str(exc)) from None
+        self.folder = Path(folder or ".")
+        base_choice = spec.choices.get("base")
+        if base_choice is not None and not isinstance(base_choice, list):
+            raise SpecError.single("space.choices.base", "a base choice is a list of presets or spec files")
+        names = list(base_choice) if base_choice is not None else [spec.base]
+        self.bases = {str(n) if isinstance(n, str) else "base": self._load_base(n) for n in names}
+        self.base = next(iter(self.bases.values()))
         self._check_paths()
+
+    def _load_base(self, base: str | dict[str, Any]) -> dict[str, Any]:
+        try:
+            if isinstance(base, str):
+                local = self.folder / base
+                data = load_raw(local if local.is_file() else base)
+            else:
+                data = resolve_data(base, self.folder)
+        except SpecError as exc:
+            raise SpecError([Problem("space.base", p.message) for p in exc.problems]) from None
+        try:
+            return apply_overrides(data, [(parse_path(k), v) for k, v in self.spec.set.items()])
+        except ValueError as exc:
+            raise SpecError.single("space.set", str(exc)) from None
 
     # -- checks ---------------------------------------------------------------------------
     def _check_paths(self) -> None:
@@ -199,7 +211,7 @@ class Space:
                 if len(keys) != 2 or keys[1] not in TrainConfig.model_fields:
                     problems.append(Problem(f"space.choices.{path}", f"no such training setting "
                                                                f"(known: {', '.join(TrainConfig.model_fields)})"))
-            elif keys[0] == "layout":
+            elif keys[0] in ("layout", "base"):
                 continue
             elif not self._path_can_exist(keys):
                 problems.append(Problem(f"space.choices.{path}", "this path does not exist in the base spec "
@@ -212,10 +224,11 @@ class Space:
         return list(choice) if isinstance(choice, list) else [self.base.get("layout")]
 
     def _path_can_exist(self, keys: tuple) -> bool:
-        for layout in self._layouts():
-            data = self._with_layout(copy.deepcopy(self.base), layout)
-            if self._applicable(data, keys):
-                return True
+        for base in self.bases.values():
+            for layout in self._layouts():
+                data = self._with_layout(copy.deepcopy(base), layout)
+                if self._applicable(data, keys):
+                    return True
         return False
 
     @staticmethod
@@ -248,15 +261,19 @@ class Space:
         Raises:
             SpecError: the point is not a valid network (reported with spec paths).
         """
-        data = copy.deepcopy(self.base)
         sampled: dict[str, Any] = {}
+        if "base" in self.spec.choices:
+            sampled["base"] = self._draw(suggest, "base", self.spec.choices["base"])
+            data = copy.deepcopy(self.bases[sampled["base"]])
+        else:
+            data = copy.deepcopy(self.base)
         if "layout" in self.spec.choices:
             sampled["layout"] = self._draw(suggest, "layout", self.spec.choices["layout"])
             data = self._with_layout(data, sampled["layout"])
         train = dict(self.train_base)
         overrides = []
         for path, choice in self.spec.choices.items():
-            if path == "layout":
+            if path in ("layout", "base"):
                 continue
             keys = parse_path(path)
             if keys[0] == "train":

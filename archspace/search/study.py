@@ -54,8 +54,9 @@ class StudySpec(SpecModel):
     objectives: list[Literal["eval_error", "flops", "params"]] = ["eval_error"]
     backend: Literal["optuna", "ray"] = "optuna"
     resources: ResourcesSpec = ResourcesSpec()
-    scale: dict[str, Any] | None = Field(None, description="Named overrides for running the study small or "
-                                                            "full; applied by the study's own documentation.")
+    scales: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "Named variants of the study (e.g. tiny, cpu, full), each a mapping deep-merged into the study by "
+        "`archspace search STUDY --scale NAME`."))
     analyses: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -109,8 +110,14 @@ class Study:
         return n
 
 
-def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None) -> Study:
+def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None,
+               scale: str | None = None) -> Study:
     """Read and check a study file (every problem reported with its path).
+
+    Args:
+        scale: a key of the study's ``scales``: its mapping is deep-merged into the study,
+            and the study's name gets the scale as a suffix (``name-scale``) so that each
+            scale has its own store.
 
     Raises:
         SpecError: bad study, space, recipe or paths.
@@ -126,6 +133,15 @@ def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | 
         if not path.is_file():
             raise SpecError.single("", f"no study file {path}")
         data, folder = read_yaml(path), path.resolve().parent
+    if scale is not None:
+        from ..spec.io import deep_merge
+
+        scales = data.get("scales") or {}
+        if scale not in scales:
+            raise SpecError.single("--scale", f"unknown scale {scale!r} (this study has: "
+                                              f"{', '.join(scales) or 'none'})")
+        data = deep_merge(data, scales[scale])
+        data["name"] = f"{data.get('name')}-{scale}"
     if overrides:
         data = apply_overrides(data, [(parse_path(k), v) for k, v in overrides.items()])
     try:
