@@ -19,8 +19,9 @@ import numpy as np
 import yaml
 
 from ..errors import SpecError
-from .metrics import complexity_weights, delta_edf, edf, generalization, optimizer_gaps, ranking, scatter
-from .plots import plot_bars, plot_edfs, plot_generalization, plot_scatters
+from .metrics import (complexity_weights, delta_edf, edf, generalization, length_gaps, optimizer_gaps, ranking,
+                      scatter)
+from .plots import plot_bars, plot_edfs, plot_generalization, plot_lines, plot_scatters
 
 TRAINED = ("complete", "diverged", "duplicate")
 
@@ -151,6 +152,12 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
             if gaps:
                 plots.append(plot_bars({k: 100 * g for k, g in gaps.items()}, out / "optimizer_gap.png",
                                        title=f"{title}: SGD − AdamW best error", ylabel="Δ top-1 error (%)"))
+        if any("train.epochs" in r["params"] for r in trained):
+            gaps_len = length_gaps([{"model": v, "epochs": r["params"]["train.epochs"], "error": r["eval_error"]}
+                                    for v, rs in variants.items() for r in rs if "train.epochs" in r["params"]])
+            plots.append(plot_lines({v: {ep: 100 * g for ep, g in d.items()} for v, d in gaps_len.items()},
+                                    out / "training_length.png", title=f"{title}: Δ error to the longest schedule",
+                                    xlabel="epochs", ylabel="Δ top-1 error (%)"))
         md += ["## Variants", "", "| variant | runs | diverged | best error | 90% interval | rank (interval) | "
                "median error | params | flops |", "|---|---:|---:|---:|---|---|---:|---:|---:|"]
         for r in ranked:
