@@ -28,3 +28,9 @@ def test_model_pages_are_current():
     for family, rows in groups.items():
         page = (ROOT / "docs" / f"models-{family}.md").read_text()
         assert page == gen_model_pages.page(family, rows), f"run python docs/gen_model_pages.py ({family})"
+
+
+def test_study_pages_are_current():
+    result = subprocess.run([sys.executable, "docs/gen_study_pages.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,59 @@
+"""Write docs/studies/<name>.md for every study in studies/, from the file's header comment.
+
+Run from the repository root:  .venv/bin/python docs/gen_study_pages.py   (tests check the pages are current)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def page(path: Path) -> str:
+    text = path.read_text()
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line[1:].strip())
+    data = yaml.safe_load(text)
+    scales = list((data.get("scales") or {}).keys())
+    name = data["name"]
+    lines = [f"# Study `{name}`", "", " ".join(c for c in comment if c and not c.startswith("archspace ")), "",
+             "## Run it", "", "```bash"]
+    lines.append(f"archspace search studies/{path.name} --dry-run      # the variants and their cost")
+    for scale in scales:
+        lines.append(f"archspace search studies/{path.name} --scale {scale}   # then: archspace report runs/{name}-{scale}")
+    lines.append(f"archspace search studies/{path.name}                # as written; then: archspace report runs/{name}")
+    lines += ["```", "", "Scales (deep-merged into the study by `--scale NAME`):", ""]
+    for scale, over in (data.get("scales") or {}).items():
+        lines.append(f"- `{scale}`: `{yaml.safe_dump(over, default_flow_style=True, width=1000).strip()}`")
+    lines += ["", "## The study file", "", "```yaml", text.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def main(check: bool = False) -> int:
+    out = ROOT / "docs" / "studies"
+    out.mkdir(exist_ok=True)
+    stale = []
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        target = out / f"{path.stem}.md"
+        text = page(path)
+        if check:
+            if not target.exists() or target.read_text() != text:
+                stale.append(target.name)
+        else:
+            target.write_text(text)
+            print(f"wrote docs/studies/{target.name}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}: run python docs/gen_study_pages.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(check="--check" in sys.argv))
