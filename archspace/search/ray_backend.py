@@ -1,20 +1,21 @@
 """The Ray Tune backend: the same space and sampler, trials spread over a Ray cluster.
 
 Ray Tune runs the trials; Optuna still draws the points. ``OptunaSearch`` drives the
-study's own sampler (:func:`make_sampler`) with a define-by-run function that resolves a
-point of the space exactly as the Optuna backend does, so both backends draw the same
-points in the same order. A point that constraints, matching or spec validation reject is
-recorded and never reaches Ray; nor does a duplicate of a point already trained. Each Ray
-trial resolves its point again from the sampled values, trains it with
-:func:`archspace.train.train` and reports every epoch with ``ray.tune.report``, so that a
-scheduler (ASHA, for the ``median`` and ``asha`` pruners) can stop it early.
+study's own sampler (the one :func:`create_study` sets, seed offset included) with a
+define-by-run function that resolves a point of the space exactly as the Optuna backend
+does, so both backends draw the same points in the same order. A point that constraints,
+matching or spec validation reject is recorded and never reaches Ray (nor counts toward
+the budget); a duplicate of a trained point is recorded with its twin's result, as in the
+Optuna backend. Each Ray trial resolves its point again from the sampled values, trains it
+with :func:`archspace.train.train` and reports every epoch with ``ray.tune.report``, so
+that a scheduler (ASHA, for the ``median`` and ``asha`` pruners) can stop it early.
 
 Results go to the same Optuna store as the Optuna backend: one Optuna trial per Ray
 trial, with the same attributes (plus ``backend: ray`` and ``ray_trial_id``), so the
 summary, records and later analysis do not care which backend ran. The driver writes the
-store; workers need only Ray and archspace. The budget counts trained trials, as in the
-Optuna backend; running again on the same store resumes, and the sampler continues where
-the stored trials leave it instead of drawing the same points again.
+store (workers need Ray and archspace, not the store); ``owner`` is the worker process that
+trained the trial. The budget counts trained trials, as in the Optuna backend; running
+again on the same store resumes, with new draws.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from contextlib import contextmanager
@@ -31,13 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from ..errors import SpecError
 from ..train.config import TrainConfig
-from .optuna_backend import (OptunaSuggester, count_trained, create_study, make_sampler, objective_values,
-                             open_storage, versions)
+from .optuna_backend import OptunaSuggester, count_trained, create_study, objective_values, open_storage, versions
 from .space import IntRange, Point
 from .study import Study
 
@@ -172,6 +172,7 @@ class _State:
     failed_streak: int = 0
     last_failure: str = ""
     error: BaseException | None = None
+    owner: dict[str, Any] = field(default_factory=lambda: {"host": socket.gethostname(), "pid": os.getpid()})
 
 
 class ArchspaceSearch(OptunaSearch):
@@ -298,6 +299,8 @@ class ArchspaceSearch(OptunaSearch):
         final_status = result.get("final_status")
         attrs = {**_point_attrs(live.point), **_train_attrs(live.point),
                  "run_dir": str(st.run_dir / "trials" / f"ray-{trial_id}"), "history": history}
+        if result.get("hostname") and result.get("pid"):
+            attrs["owner"] = {"host": result["hostname"], "pid": result["pid"]}
         if final_status is None and result.get("done") and history and not error:
             final_status = "pruned"  # stopped by the scheduler
         attrs["final_status"] = final_status or "failed"
@@ -344,7 +347,7 @@ class ArchspaceSearch(OptunaSearch):
     def _write(self, ray_id: str, ostate: TrialState, values, params, dists, attrs: dict,
                intermediate: dict[int, float] | None = None) -> optuna.trial.FrozenTrial:
         st = self._arch
-        attrs = {**attrs, "backend": "ray", "ray_trial_id": ray_id}
+        attrs = {"owner": st.owner, **attrs, "backend": "ray", "ray_trial_id": ray_id}
         st.ostudy.add_trial(optuna.trial.create_trial(
             state=ostate, values=values, params=params, distributions=dists, user_attrs=attrs,
             intermediate_values=intermediate or None))
@@ -365,37 +368,15 @@ def _train_attrs(point: Point) -> dict[str, Any]:
             "versions": {**versions(), "ray": ray.__version__}}
 
 
-# -- sampler state across runs ---------------------------------------------------------------------
+# -- the searcher's own study ---------------------------------------------------------------------
 
-def _replay(trial: optuna.trial.Trial, name: str, dist) -> None:
-    """Draw ``name`` from ``dist`` again (the value is thrown away; the draw moves the sampler on)."""
-    if isinstance(dist, CategoricalDistribution):
-        trial.suggest_categorical(name, dist.choices)
-    elif isinstance(dist, IntDistribution):
-        trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    else:
-        trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def _searcher_storage(study: Study, ostudy: optuna.Study, sampler) -> optuna.storages.BaseStorage:
-    """The searcher's own study: a copy of the stored finished trials (what model-based
-    samplers and the grid sampler learn from), with ``sampler``'s random state moved past
-    every stored draw, so that a resumed run draws new points rather than the first ones again."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    stored = ostudy.get_trials(deepcopy=False)
-    scratch = optuna.create_study(sampler=sampler, directions=["minimize"] * len(study.spec.objectives))
-    for t in stored:
-        trial = scratch.ask()
-        for name, dist in t.distributions.items():
-            _replay(trial, name, dist)
-        try:
-            scratch.tell(trial, state=TrialState.FAIL)
-        except RuntimeError:  # the grid sampler stops its study once the grid is covered
-            pass
+def _searcher_storage(study: Study, ostudy: optuna.Study) -> optuna.storages.BaseStorage:
+    """A copy of the stored finished trials for the searcher's in-memory study: what
+    model-based samplers (TPE, NSGA-II) learn from and what the grid sampler skips."""
     storage = optuna.storages.InMemoryStorage()
-    own = optuna.create_study(storage=storage, study_name=study.name, sampler=sampler,
+    own = optuna.create_study(storage=storage, study_name=study.name,
                               directions=["minimize"] * len(study.spec.objectives))
-    own.add_trials([t for t in stored if t.state.is_finished()])
+    own.add_trials([t for t in ostudy.get_trials(deepcopy=False) if t.state.is_finished()])
     return storage
 
 
@@ -503,12 +484,12 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
         objectives = list(study.spec.objectives)
         metric = objectives[0] if len(objectives) == 1 else objectives
         mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
-        sampler = make_sampler(study)
+        sampler = ostudy.sampler  # the study's sampler, its seed offset as the Optuna backend's (resume draws anew)
         state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
         for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if t.user_attrs.get("key"):
                 state.done_keys.setdefault(t.user_attrs["key"], t)
-        searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy, sampler), metric, mode)
+        searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy), metric, mode)
         fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),
                                   threads=max(1, int(resources["cpu"])))
         tuner = tune.Tuner(

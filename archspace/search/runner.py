@@ -145,7 +145,7 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     if backend == "ray":
         from .ray_backend import run_ray
 
-        ostudy = run_ray(study, url, run_dir, budget, address=address, on_trial=on_trial)
+        ostudy = run_ray(study, url, run_dir, budget, address=address, on_trial=on_trial, on_epoch=on_epoch)
         return summarize(ostudy)
     procs = spawn_workers(argv or [], workers - 1, url) if workers > 1 else []
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
