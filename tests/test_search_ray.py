@@ -15,8 +15,9 @@ from optuna.trial import TrialState  # noqa: E402
 
 from archspace.errors import SpecError  # noqa: E402
 from archspace.search.optuna_backend import count_trained, create_study, make_sampler, open_storage  # noqa: E402
-from archspace.search.ray_backend import FixedSuggester, make_scheduler, max_epochs, run_ray  # noqa: E402
+from archspace.search.ray_backend import make_scheduler, max_epochs, run_ray  # noqa: E402
 from archspace.search.runner import sample_points, search, trial_records  # noqa: E402
+from archspace.search.space import FixedSuggester  # noqa: E402
 from archspace.search.study import load_study  # noqa: E402
 
 TINY = {
@@ -174,10 +175,10 @@ def test_scheduler_and_fixed_suggester():
 
     trial = mem.ask()
     point = study.space.resolve(OptunaSuggester(trial))
-    again = study.space.resolve(FixedSuggester(trial.params))
+    again = study.space.resolve(FixedSuggester(trial.params, strict=True))
     assert again.key == point.key and again.params == point.params
     assert not math.isnan(again.cost["params"])
     with pytest.raises(KeyError):
-        study.space.resolve(FixedSuggester({}))
+        study.space.resolve(FixedSuggester({}, strict=True))
     ostudy = create_study(study, open_storage("sqlite:///:memory:"))
     assert count_trained(ostudy) == 0

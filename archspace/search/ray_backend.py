@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 from ..errors import SpecError
 from ..train.config import TrainConfig
 from .optuna_backend import OptunaSuggester, count_trained, create_study, objective_values, open_storage, versions
-from .space import IntRange, Point
+from .space import FixedSuggester, IntRange, Point
 from .study import Study
 
 try:
@@ -54,27 +54,6 @@ COST = ("params", "flops", "acts")
 
 
 # -- the trainable (runs in a Ray worker) ---------------------------------------------------------
-
-class FixedSuggester:
-    """Replays sampled values (a Ray trial's config) through :meth:`Space.resolve`."""
-
-    def __init__(self, values: dict[str, Any]):
-        self.values = values
-
-    def _get(self, name: str) -> Any:
-        if name not in self.values:
-            raise KeyError(f"the Ray config has no value for {name!r}")
-        return self.values[name]
-
-    def categorical(self, name, values):
-        return self._get(name)
-
-    def int(self, name, low, high, step=1, log=False):
-        return int(self._get(name))
-
-    def float(self, name, low, high, log=False):
-        return float(self._get(name))
-
 
 def _metrics(row: dict, cost: dict[str, float], **extra: Any) -> dict[str, Any]:
     """What a trial reports to Ray: the epoch's numbers, the point's cost and the row as JSON."""
@@ -102,7 +81,7 @@ def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int =
     epochs_done = 0
     try:
         sampled = {k: v for k, v in config.items() if k != KEY}
-        point = study.space.resolve(FixedSuggester(sampled))
+        point = study.space.resolve(FixedSuggester(strict=True, values=sampled))
         if config.get(KEY) not in (None, point.key):
             raise RuntimeError(f"the point resolved in the worker ({point.key}) is not the one sampled "
                                f"({config[KEY]}): are the archspace versions on the driver and workers the same?")

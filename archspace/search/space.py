@@ -472,19 +472,28 @@ def load_space(data: Mapping[str, Any], train: Mapping[str, Any] | None = None, 
 
 
 class FixedSuggester:
-    """Resolves a point from given values (the first option where a value is missing)."""
+    """Resolves a point from given values: where one is missing, the first option (or, with
+    ``strict``, a ``KeyError``: replaying a recorded point must not invent values)."""
 
-    def __init__(self, values: Mapping[str, Any] | None = None):
+    def __init__(self, values: Mapping[str, Any] | None = None, strict: bool = False):
         self.values = dict(values or {})
+        self.strict = strict
+
+    def _get(self, name: str, default: Any) -> Any:
+        if name in self.values:
+            return self.values[name]
+        if self.strict:
+            raise KeyError(f"no value for {name!r}")
+        return default
 
     def categorical(self, name, values):
-        return self.values.get(name, values[0])
+        return self._get(name, values[0])
 
     def int(self, name, low, high, step=1, log=False):
-        return int(self.values.get(name, low))
+        return int(self._get(name, low))
 
     def float(self, name, low, high, log=False):
-        return float(self.values.get(name, low))
+        return float(self._get(name, low))
 
 
 __all__ = ["FixedSuggester", "MatchSpec", "Point", "Space", "SpaceSpec", "format_path", "load_space", "match",
