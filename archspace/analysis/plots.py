@@ -20,6 +20,11 @@ def _plt():
     return plt
 
 
+def _colors(labels) -> dict[str, str]:
+    """The same colour for the same variant in every plot (by sorted name)."""
+    return {label: f"C{i % 10}" for i, label in enumerate(sorted(labels))}
+
+
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,10 +40,11 @@ def plot_edfs(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     scale = 100.0 if percent else 1.0
-    for label, (x, f) in curves.items():
+    colors = _colors(curves)
+    for label, (x, f) in sorted(curves.items()):
         xs = np.concatenate([[x[0]], x]) * scale
         fs = np.concatenate([[0.0], f])
-        ax.step(xs, fs, where="post", label=f"{label} (n={len(x)})", linewidth=1.8)
+        ax.step(xs, fs, where="post", label=f"{label} (n={len(x)})", linewidth=1.8, color=colors[label])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cumulative prob.")
     ax.set_ylim(0, 1.02)
@@ -52,9 +58,10 @@ def plot_scatters(panels: Mapping[str, Mapping[str, Scatter]], path: Path, *, ti
     """One panel per hyperparameter (lr, wd, lr·wd), one colour per variant, best marked ★."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    colors = _colors({v for by_variant in panels.values() for v in by_variant})
     for ax, (xname, by_variant) in zip(axes[0], panels.items()):
-        for i, (variant, s) in enumerate(by_variant.items()):
-            color = f"C{i}"
+        for variant, s in sorted(by_variant.items()):
+            color = colors[variant]
             ax.scatter(s.x, 100 * s.error, s=14, alpha=0.7, color=color, label=variant)
             ax.scatter([s.best_x], [100 * s.best_error], marker="*", s=160, color=color, edgecolor="black",
                        zorder=3)
@@ -71,8 +78,9 @@ def plot_generalization(points: Mapping[str, Mapping[str, float]], path: Path, *
     """Final train loss against eval error, one labelled point per layout (CoAtNet Figure 1)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for i, (variant, p) in enumerate(points.items()):
-        ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=f"C{i}", label=variant)
+    colors = _colors(points)
+    for variant, p in sorted(points.items()):
+        ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=colors[variant], label=variant)
         ax.annotate(variant, (p["train_loss"], 100 * p["eval_error"]), textcoords="offset points", xytext=(5, 5),
                     fontsize=8)
     ax.margins(0.2)
@@ -94,9 +102,10 @@ def plot_bars(values: Mapping[str, float], path: Path, *, title: str, ylabel: st
     yerr = None
     if errors is not None:
         yerr = np.array([[h - lo for h, (lo, _) in zip(heights, errors)], [hi - h for h, (_, hi) in zip(heights, errors)]])
-    ax.bar(names, heights, yerr=yerr, capsize=4, color=[f"C{i}" for i in range(len(names))])
+    colors = _colors(names)
+    ax.bar(names, heights, yerr=yerr, capsize=4, color=[colors[n] for n in names])
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3, axis="y")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     return _save(fig, path)
@@ -107,9 +116,10 @@ def plot_lines(series: Mapping[str, Mapping[float, float]], path: Path, *, title
     """One line per variant over a numeric x (e.g. Δ error against schedule length)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for i, (variant, pts) in enumerate(series.items()):
+    colors = _colors(series)
+    for variant, pts in sorted(series.items()):
         xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", color=f"C{i}", label=variant)
+        ax.plot(xs, [pts[x] for x in xs], marker="o", color=colors[variant], label=variant)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

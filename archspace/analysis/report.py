@@ -89,6 +89,8 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
     rows, settings = collect(ostudy)
     out = Path(out_dir or Path(run_dir) / "report")
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):  # plots of an earlier report that may not apply any more
+        old.unlink()
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[r["status"]] += 1
@@ -112,8 +114,9 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
         plots.append(plot_edfs({v: delta_edf(e) for v, e in errs.items()}, out / "edf_delta.png",
                                title=f"{title}: EDF of Δ error to each variant's best",
                                xlabel="Δ top-1 error (%)"))
-        flops = [r["cost"].get("flops") for r in trained]
-        if all(flops) and len(set(flops)) > 1:
+        # only informative where a variant's runs differ in complexity (matched spaces do not)
+        if all(r["cost"].get("flops") for r in trained) and any(
+                len({r["cost"]["flops"] for r in rs}) > 1 for rs in variants.values()):
             curves = {}
             for v, rs in variants.items():
                 w = complexity_weights([r["cost"]["flops"] for r in rs])
@@ -142,7 +145,7 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
                                              title=f"{title}: train loss vs eval error (best run per variant)"))
         ranked = ranking(errs)
         plots.append(plot_bars({r["model"]: 100 * r["best"] for r in ranked}, out / "ranking.png",
-                               title=f"{title}: best eval error per variant (90% bootstrap interval)",
+                               title=f"{title}: best eval error per variant\n(90% bootstrap interval)",
                                ylabel="best top-1 error (%)",
                                errors=[(100 * r["best_lo"], 100 * r["best_hi"]) for r in ranked]))
         if any("train.optimizer" in r["params"] for r in trained):
