@@ -11,31 +11,79 @@ disk) and ``imagefolder`` (a class-per-folder tree)::
     for images, labels in batches(bundle.train, 128, shuffle=True, generator=g):
         x, target = augment(normalize(images, bundle), labels, g)
 
+What a dataset fixes about the network (its class count, the channel counts it can give) is
+known without loading it: ``describe_data`` answers from the dataset's constant or a listing
+of its class folders, and ``fit_spec`` gives a spec the dataset's head, so that what is
+matched, costed and recorded is the network that is trained.
+
 Bad input (unknown dataset, missing or malformed data folder) raises :class:`SpecError` with
 one-line problems on ``--data`` or ``--data-dir``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import Tensor
 
-from ._base import DATA, DataBundle, ImageSet, check_size_channels, problem
+from ._base import CHANNELS, DATA, DataBundle, DataInfo, ImageSet, check_size_channels, problem
 from .augment import Augment
-from .cifar10 import load_cifar10
-from .digits import load_digits
-from .imagefolder import load_imagefolder
-from .synthetic import load_synthetic
+from .cifar10 import describe_cifar10, load_cifar10
+from .digits import describe_digits, load_digits
+from .imagefolder import describe_imagefolder, load_imagefolder
+from .synthetic import describe_synthetic, load_synthetic
 
-DATASETS: dict[str, Callable[..., DataBundle]] = {
-    "digits": load_digits,
-    "synthetic": load_synthetic,
-    "cifar10": load_cifar10,
-    "imagefolder": load_imagefolder,
+if TYPE_CHECKING:
+    from ..spec import NetworkSpec
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset's two entry points: ``load`` (the images) and ``describe`` (what it fixes, cheaply)."""
+
+    load: Callable[..., DataBundle]
+    describe: Callable[..., DataInfo]
+
+
+DATASETS: dict[str, Dataset] = {
+    "digits": Dataset(load_digits, describe_digits),
+    "synthetic": Dataset(load_synthetic, describe_synthetic),
+    "cifar10": Dataset(load_cifar10, describe_cifar10),
+    "imagefolder": Dataset(load_imagefolder, describe_imagefolder),
 }
+
+
+def _dataset(name: str) -> Dataset:
+    found = DATASETS.get(name) if isinstance(name, str) else None
+    if found is None:
+        raise problem(DATA, f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    return found
+
+
+def describe_data(name: str, *, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
+    """Class count and possible channel counts of dataset ``name``, without loading it.
+
+    Raises:
+        SpecError: unknown dataset or option, missing or malformed data folder.
+    """
+    return _dataset(name).describe(data_dir=data_dir, **options)
+
+
+def fit_spec(spec: "NetworkSpec", info: DataInfo) -> "NetworkSpec":
+    """``spec`` with the dataset's class count (its head sized for the data).
+
+    Raises:
+        SpecError: on ``input.channels``, when the dataset cannot give the spec's channel count.
+    """
+    if info.channels is not None and spec.input.channels not in info.channels:
+        allowed = " or ".join(str(c) for c in info.channels)
+        raise problem(CHANNELS, f"{info.name} gives {allowed} channels, not {spec.input.channels}")
+    if spec.num_classes == info.num_classes:
+        return spec
+    return spec.model_copy(update={"num_classes": info.num_classes})
 
 
 def load_data(name: str, *, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,
@@ -54,9 +102,7 @@ def load_data(name: str, *, size: int, channels: int = 3, data_dir: str | Path |
     Raises:
         SpecError: unknown dataset or option, bad size or channels, missing or malformed data.
     """
-    loader = DATASETS.get(name) if isinstance(name, str) else None
-    if loader is None:
-        raise problem(DATA, f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    loader = _dataset(name).load
     check_size_channels(size, channels)
     return loader(size=size, channels=channels, data_dir=data_dir, seed=seed, **options)
 
@@ -92,4 +138,5 @@ def batches(split: ImageSet, batch_size: int, *, shuffle: bool, generator: torch
             yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
 
 
-__all__ = ["DATASETS", "Augment", "DataBundle", "ImageSet", "batches", "load_data", "normalize"]
+__all__ = ["DATASETS", "Augment", "DataBundle", "DataInfo", "Dataset", "ImageSet", "batches", "describe_data",
+           "fit_spec", "load_data", "normalize"]

@@ -65,6 +65,26 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def info(self) -> "DataInfo":
+        """What this loaded dataset fixes about a network (see ``fit_spec``)."""
+        return DataInfo(self.name, self.num_classes, (self.channels,))
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a dataset fixes about a network, known without loading an image.
+
+    Attributes:
+        name: Dataset name (a key of ``DATASETS``).
+        num_classes: Number of classes (the network's ``num_classes``).
+        channels: Channel counts the dataset can give (``None``: any count).
+    """
+
+    name: str
+    num_classes: int
+    channels: tuple[int, ...] | None = None
+
 
 def one_line(text: object) -> str:
     """``text`` as a single line (exception messages can span several)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._base import DATA_DIR, DataBundle, ImageSet, as_path, check_size_channels, make_bundle, problem, \
+from ._base import DATA_DIR, DataBundle, DataInfo, ImageSet, as_path, check_size_channels, make_bundle, problem, \
     resize, take_options, to_channels
 
 FOLDER = "cifar-10-batches-py"
@@ -63,6 +63,13 @@ def _array(data: Any) -> Any:
 def _read(folder: Path, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     parts = [_read_batch(folder / name) for name in names]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def describe_cifar10(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
+    """10 classes; 3 channels, or 1 (luma). Checks that the folder holds the batches."""
+    take_options("cifar10", options, {}, {})
+    find_folder(data_dir)
+    return DataInfo("cifar10", NUM_CLASSES, (3, 1))
 
 
 def load_cifar10(*, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,

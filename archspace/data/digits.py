@@ -8,10 +8,17 @@ from typing import Any
 
 import torch
 
-from ._base import DATA, DataBundle, ImageSet, check_size_channels, make_bundle, problem, resize, \
+from ._base import DATA, DataBundle, DataInfo, ImageSet, check_size_channels, make_bundle, problem, resize, \
     split_indices, take_options, to_channels
 
 VAL_FRACTION = 0.2
+NUM_CLASSES = 10
+
+
+def describe_digits(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
+    """10 classes, any channel count (the gray images are replicated)."""
+    take_options("digits", options, {}, {})
+    return DataInfo("digits", NUM_CLASSES)
 
 
 @lru_cache(maxsize=1)
@@ -42,4 +49,4 @@ def load_digits(*, size: int, channels: int = 3, data_dir: str | Path | None = N
     images = to_channels(resize(images, size, antialias=False), channels)
     train = ImageSet(images[train_idx].contiguous(), labels[train_idx].contiguous())
     val = ImageSet(images[val_idx].contiguous(), labels[val_idx].contiguous())
-    return make_bundle("digits", train, val, num_classes=10)
+    return make_bundle("digits", train, val, num_classes=NUM_CLASSES)

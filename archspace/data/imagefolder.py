@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ..errors import Problem, SpecError
-from ._base import DATA_DIR, DataBundle, ImageSet, as_path, check_size_channels, make_bundle, one_line, \
+from ._base import DATA_DIR, DataBundle, DataInfo, ImageSet, as_path, check_size_channels, make_bundle, one_line, \
     problem, split_indices, take_options
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -84,6 +84,31 @@ def _load(files: list[Path], size: int, channels: int) -> torch.Tensor:
     return out
 
 
+def _train_root(data_dir: str | Path | None) -> Path:
+    root = as_path(data_dir, "imagefolder", "a folder with train/<class>/ and optionally val/<class>/")
+    train_root = root / "train"
+    if not train_root.is_dir():
+        raise problem(DATA_DIR, f"no train folder in {root} (expected train/<class>/*.png and optionally "
+                                f"val/<class>/*.png)")
+    return train_root
+
+
+def _check_classes(train_root: Path, classes: list[str]) -> None:
+    if len(classes) < 2:
+        raise problem(DATA_DIR, f"{train_root} has a single class ({classes[0]}); a classifier needs at least 2")
+
+
+def describe_imagefolder(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
+    """One class per folder under ``train`` (the folders are listed, no image is opened); 3 or 1 channels."""
+    take_options("imagefolder", options, {}, {})
+    train_root = _train_root(data_dir)
+    classes = [f.name for f in _class_folders(train_root)]
+    if not classes:
+        raise problem(DATA_DIR, f"no class folders in {train_root} (expected {train_root.name}/<class>/*.png)")
+    _check_classes(train_root, classes)
+    return DataInfo("imagefolder", len(classes), (3, 1))
+
+
 def load_imagefolder(*, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,
                      **options: Any) -> DataBundle:
     """Images decoded with PIL (RGB, or L when ``channels`` is 1) and resized to ``size × size``.
@@ -93,14 +118,10 @@ def load_imagefolder(*, size: int, channels: int = 3, data_dir: str | Path | Non
     """
     size, channels = check_size_channels(size, channels, (3, 1), "imagefolder")
     take_options("imagefolder", options, {}, {})
-    root = as_path(data_dir, "imagefolder", "a folder with train/<class>/ and optionally val/<class>/")
-    train_root = root / "train"
-    if not train_root.is_dir():
-        raise problem(DATA_DIR, f"no train folder in {root} (expected train/<class>/*.png and optionally "
-                                f"val/<class>/*.png)")
+    train_root = _train_root(data_dir)
+    root = train_root.parent
     classes, files, labels = _scan(train_root, None)
-    if len(classes) < 2:
-        raise problem(DATA_DIR, f"{train_root} has a single class ({classes[0]}); a classifier needs at least 2")
+    _check_classes(train_root, classes)
     images = _load(files, size, channels)
     targets = torch.tensor(labels, dtype=torch.int64)
     val_root = root / "val"

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._base import DataBundle, ImageSet, check_size_channels, make_bundle, take_options
+from ._base import DataBundle, DataInfo, ImageSet, check_size_channels, make_bundle, take_options
 
 DEFAULTS = {"num_classes": 10, "n_train": 512, "n_val": 128}
 MINIMUM = {"num_classes": 2, "n_train": 1, "n_val": 1}
@@ -34,6 +34,11 @@ def _split(n: int, num_classes: int, size: int, channels: int, generator: torch.
     pixels = 0.5 + tint + contrast * wave + noise
     images = (pixels * 255.0).round_().clamp_(0, 255).to(torch.uint8)
     return ImageSet(images, labels.to(torch.int64))
+
+
+def describe_synthetic(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
+    """``num_classes`` classes (10 by default), any channel count."""
+    return DataInfo("synthetic", take_options("synthetic", options, DEFAULTS, MINIMUM)["num_classes"])
 
 
 def load_synthetic(*, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,
