@@ -135,6 +135,12 @@ def test_callback_can_prune(tmp_path):
     assert result.status == "pruned" and result.epochs == 2
 
 
+def test_a_stop_after_the_last_epoch_leaves_the_run_complete(tmp_path):
+    cfg = TrainConfig(data="synthetic", epochs=2, batch_size=32)
+    result = train(load_spec(TINY_CONVNEXT), cfg, tmp_path, callback=lambda row: True if row["epoch"] == 2 else None)
+    assert result.status == "complete" and result.epochs == 2
+
+
 # -- divergence -----------------------------------------------------------------------------------
 
 def test_huge_sgd_lr_on_vit_ends_as_diverged_with_clear_status(tmp_path):

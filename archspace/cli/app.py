@@ -172,21 +172,31 @@ def train(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a spec path: PATH=VALUE. Repeatable."),
     size: Optional[int] = typer.Option(None, "--size", help="Input resolution (overrides input.size)."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/train/<spec name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/train/<spec name>, "
+                                           "or <spec name>-2, -3, … if that holds a run)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (same "
+                                "spec and recipe; a larger --epochs extends it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (removes only the files "
+                                   "archspace wrote there)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (progress and summary) or json (one object)."),
 ) -> None:
     """Train one spec on one dataset with one recipe (one trial).
 
     Writes spec.yaml, config.json, metrics.jsonl (one line per epoch), checkpoint.pt (every
-    epoch, atomic) and summary.json into the run directory. Exit status: 0 complete,
-    3 diverged (non-finite loss: the run stops at once and says so), 2 bad input, 1 internal error.
+    epoch, atomic) and summary.json into the run directory. A directory that already holds a
+    run is refused unless --resume (continue it: same spec and recipe, --epochs may grow) or
+    --overwrite (replace it) is given. Exit status: 0 complete, 3 diverged (non-finite loss:
+    the run stops at once and says so), 2 bad input or a refused run directory, 1 internal error.
 
     [bold]Examples[/bold]
 
       archspace train coatnet-0 --size 32 --set stages[*].depth=1 --epochs 5
       archspace train my-net.yaml --data cifar10 --data-dir ~/data/cifar-10-batches-py --epochs 30 --lr 3e-3
-      archspace train vit_c-1gf --size 32 --optimizer sgd --lr 0.1 --out runs/vitc --resume
+      archspace train vit_c-1gf --size 32 --optimizer sgd --lr 0.1 --out runs/vitc
+      archspace train my-net.yaml --out runs/a --resume              # continue it
+      archspace train my-net.yaml --out runs/a --resume --epochs 20  # extend it
+      archspace train my-net.yaml --out runs/a --overwrite           # replace it
+      archspace train my-net.yaml       # into runs/train/my-net, or my-net-2, …
     """
     status = {"code": 0}
 
@@ -197,6 +207,17 @@ def train(
         from ..spec import load_spec
         from ..train import load_config, train as train_run
         from ..train.loop import check_config
+        from ..train.rundir import check_free, check_resumable, free_run_dir
+
+        if resume and out_dir is None:
+            raise SpecError.single("--resume", "needs --out, the run directory to continue")
+        if resume and overwrite:
+            raise SpecError.single("--overwrite", "cannot be combined with --resume: one continues the run, "
+                                                  "the other replaces it")
+        if resume:
+            check_resumable(out_dir)
+        elif out_dir is not None and not overwrite:
+            check_free(out_dir)  # refused before any data is loaded (train() checks again)
 
         config = load_config(data=data, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
@@ -207,8 +228,20 @@ def train(
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir)
         check_config(config, bundle)
-        run_dir = out_dir or Path("runs") / "train" / (network.name or Path(spec).stem)
         show = fmt == Format.table
+        note = out if show else err  # what happens to the run directory: stdout in table mode, else stderr
+        if out_dir is not None:
+            run_dir = out_dir
+        else:
+            default = Path("runs") / "train" / (network.name or Path(spec).stem)
+            run_dir = free_run_dir(default)
+            note.print(f"run directory {run_dir}" + (f" ({default} holds a run)" if run_dir != default else ""),
+                       markup=False, highlight=False, soft_wrap=True)
+
+        def on_start(plan) -> None:
+            for line in plan.messages:
+                note.print(line, markup=False, highlight=False, soft_wrap=True)
+
         progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
                             disable=not (show and err.is_terminal))
@@ -227,8 +260,8 @@ def train(
                         f"{100 * row['train_error']:.2f}%  eval loss {row['eval_loss']:.4f}  eval error "
                         f"{100 * row['eval_error']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
 
-            result = train_run(network, config, run_dir, resume=resume, data=bundle, on_batch=on_batch,
-                               on_epoch=on_epoch)
+            result = train_run(network, config, run_dir, resume=resume, overwrite=overwrite, data=bundle,
+                               on_batch=on_batch, on_epoch=on_epoch, on_start=on_start)
         if result.status == "diverged":
             status["code"] = EXIT_DIVERGED
         if fmt == Format.json:

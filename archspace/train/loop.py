@@ -4,16 +4,23 @@ The run directory holds ``spec.yaml`` (resolved spec), ``config.json``, ``metric
 (one line per epoch), ``checkpoint.pt`` (after every epoch, atomic) and ``summary.json``.
 A non-finite loss stops the run at once with status ``diverged``; a callback returning
 ``True`` stops it with status ``pruned``.
+
+A run is never changed silently: :func:`train` refuses a directory that already holds a run
+unless asked to continue it (``resume``, with the same spec and recipe, ``epochs`` aside) or
+to replace it (``overwrite``, which removes only the files listed in :data:`RUN_FILES` and
+their temp files). :func:`plan_run` makes these decisions before anything is written.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +29,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..compile import compile_network
 from ..complexity import complexity
-from ..data import Augment, DataBundle, batches, load_data, normalize
+from ..data import Augment, DataBundle, batches, fit_spec, load_data, normalize
 from ..errors import Problem, SpecError
 from ..graph import lower
 from ..spec import NetworkSpec, dump_spec
-from .checkpoint import append_jsonl, load_checkpoint, save_checkpoint, write_json, write_jsonl
+from .checkpoint import (append_jsonl, load_checkpoint, save_checkpoint, write_json, write_jsonl,
+                         write_text)
 from .config import TrainConfig
 from .optim import lr_at, make_optimizer
+from .rundir import (check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
+                     run_files)
 
 STATUSES = ("complete", "diverged", "pruned")
 
@@ -90,15 +100,22 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
+def fit_to_data(spec: NetworkSpec, bundle: DataBundle) -> NetworkSpec:
+    """``spec`` with the dataset's class count: the network trained (see :func:`archspace.data.fit_spec`)."""
+    return fit_spec(spec, bundle.info)
+
+
+def steps_per_epoch(config: TrainConfig, bundle: DataBundle) -> int:
+    return len(bundle.train) // config.batch_size
+
+
 class Trainer:
     """Trains one compiled spec. Build with :func:`train` unless you need the pieces."""
 
     def __init__(self, spec: NetworkSpec, config: TrainConfig, bundle: DataBundle, out_dir: Path | None):
         self.config = config
         self.bundle = bundle
-        if spec.num_classes != bundle.num_classes or spec.input.channels != bundle.channels:
-            spec = spec.model_copy(update={"num_classes": bundle.num_classes,
-                                           "input": spec.input.model_copy(update={"channels": bundle.channels})})
+        spec = fit_to_data(spec, bundle)
         self.spec = spec
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = resolve_device(config.device)
@@ -117,7 +134,7 @@ class Trainer:
                                mixup=config.mixup, cutmix=config.cutmix, num_classes=bundle.num_classes,
                                label_smoothing=config.label_smoothing)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.steps_per_epoch = len(bundle.train) // config.batch_size
+        self.steps_per_epoch = steps_per_epoch(config, bundle)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         self.history: list[dict] = []
@@ -216,8 +233,8 @@ class Trainer:
             self._persist_epoch(row)
             if on_epoch is not None:
                 on_epoch(row)
-            if callback is not None and callback(row):
-                status = "pruned"
+            if callback is not None and callback(row) and self.epoch < self.config.epochs:
+                status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
         result = TrainResult(status, self.epoch, list(self.history), diverged_epoch, self.params, self.flops,
                              str(self.out_dir) if self.out_dir else None)
@@ -232,16 +249,146 @@ class Trainer:
             save_checkpoint(self.out_dir / "checkpoint.pt", self.state())
         append_jsonl(self.out_dir / "metrics.jsonl", row)
 
-    def start_files(self, resumed: bool) -> None:
+    def start_files(self, resumed: bool = False) -> None:
+        """Write spec.yaml, config.json and metrics.jsonl (the history so far); summary.json is
+        written when the run ends, so a run in progress (fresh or resumed) has none."""
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "spec.yaml").write_text(dump_spec(self.spec))
+        write_text(self.out_dir / "spec.yaml", dump_spec(self.spec))
         write_json(self.out_dir / "config.json", self.config.model_dump(mode="json"))
         # metrics.jsonl always mirrors the checkpoint's history (a kill may have cut it short)
         write_jsonl(self.out_dir / "metrics.jsonl", self.history)
-        if not resumed:
-            (self.out_dir / "summary.json").unlink(missing_ok=True)
+        (self.out_dir / "summary.json").unlink(missing_ok=True)
+
+
+@dataclass
+class RunPlan:
+    """What :func:`train` is about to do with a run directory (given to its ``on_start`` hook).
+
+    Attributes:
+        mode: ``fresh`` (a new run), ``resume`` (continue from the checkpoint) or
+            ``complete`` (the run has done all its epochs with this recipe: nothing to train).
+        out_dir: The run directory (``None``: nothing is kept).
+        done: Epochs the run had done (its checkpoint's).
+        epochs: Epochs it will have.
+        previous_epochs: Epochs the run was set to (its ``config.json``), when resuming.
+        remove: Run files removed before starting (``overwrite``, or a resumed run with no
+            checkpoint yet, which starts again in place).
+        lr_before / lr_after: The learning rate at the resume step under the run's schedule
+            and under the new one (they differ when ``epochs`` changes).
+        lr_last: The learning rate of the last step trained.
+        messages: One line each, what happens, for the user.
+    """
+
+    mode: str
+    out_dir: Path | None
+    done: int = 0
+    epochs: int = 0
+    previous_epochs: int | None = None
+    remove: list[str] = field(default_factory=list)
+    lr_before: float | None = None
+    lr_after: float | None = None
+    lr_last: float | None = None
+    messages: list[str] = field(default_factory=list)
+    state: dict | None = field(default=None, repr=False)
+
+
+def plan_run(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path | None, bundle: DataBundle, *,
+             resume: bool = False, overwrite: bool = False) -> RunPlan:
+    """Decide what training ``spec`` (fitted to ``bundle``) with ``config`` in ``out_dir`` does,
+    and refuse what would change a run silently. Reads the run directory; writes nothing.
+
+    Raises:
+        SpecError: one problem on ``--out`` (the directory holds a run and neither ``resume``
+            nor ``overwrite`` is given), ``--overwrite`` (with ``resume``) or ``--resume`` (the
+            spec or recipe differs from the run's, fewer epochs than done, an unreadable file).
+    """
+    if resume and overwrite:
+        raise SpecError.single("--overwrite", "cannot be combined with --resume: one continues the run, "
+                                              "the other replaces it")
+    if out_dir is None:
+        return RunPlan("fresh", None, epochs=config.epochs)
+    out = Path(out_dir)
+    held = run_files(out)
+    if overwrite:
+        plan = RunPlan("fresh", out, epochs=config.epochs, remove=held)
+        if held:
+            plan.messages.append(f"--overwrite: replacing the run in {out} ({describe_run(out)}): "
+                                 f"removing {', '.join(held)}")
+        return plan
+    if not resume:
+        check_free(out)
+        return RunPlan("fresh", out, epochs=config.epochs)
+    if not held:
+        return RunPlan("fresh", out, epochs=config.epochs)
+
+    check_same_run(out, spec, config)
+    previous = read_or_none(out / "config.json", json.loads)
+    previous_epochs = previous.get("epochs") if isinstance(previous, dict) else None
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.exists():
+        rows = read_or_none(out / "metrics.jsonl", json_lines) or []
+        if rows:
+            raise SpecError.single("--resume", f"the run in {out} has {len(rows)} epochs in metrics.jsonl but no "
+                                               f"checkpoint.pt to continue from (it ran with checkpoint off?); use "
+                                               f"--overwrite to replace it")
+        plan = RunPlan("fresh", out, epochs=config.epochs, previous_epochs=previous_epochs, remove=held)
+        plan.messages.append(f"--resume: the run in {out} has no checkpoint yet (it stopped in its first epoch): "
+                             f"starting it again in place")
+        return plan
+    try:
+        state = load_checkpoint(ckpt)
+        done = int(state["epoch"])
+    except Exception as exc:  # a damaged file, or not a checkpoint
+        raise SpecError.single("--resume", f"cannot resume from {ckpt}: {type(exc).__name__}: "
+                                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    if config.epochs < done:
+        raise SpecError.single("--resume", f"the run in {out} has done {done} epochs; train.epochs is "
+                                           f"{config.epochs} here, fewer than that (give {done} or more to continue "
+                                           f"it, or --overwrite to replace it)")
+    plan = RunPlan("resume", out, done=done, epochs=config.epochs, previous_epochs=previous_epochs, state=state)
+    history = state.get("history") or []
+    plan.lr_last = history[-1].get("lr") if history and isinstance(history[-1], dict) else None
+    if done == config.epochs and previous_epochs in (None, config.epochs):
+        plan.mode = "complete"
+        plan.messages.append(f"--resume: the run in {out} is complete ({done}/{config.epochs} epochs): "
+                             f"nothing to train")
+        return plan
+    if previous_epochs in (None, config.epochs):
+        plan.messages.append(f"--resume: continuing the run in {out} at epoch {done + 1} of {config.epochs}")
+        return plan
+    if done == config.epochs:
+        plan.messages.append(f"--resume: the run in {out} ends at the {done} epochs it has done (it was set to "
+                             f"{previous_epochs}): nothing to train")
+        return plan
+    spe = steps_per_epoch(config, bundle)
+    warmup, step = round(config.warmup_epochs * spe), done * spe
+    old_total, new_total = spe * previous_epochs, spe * config.epochs
+    plan.lr_before = lr_at(step, old_total, warmup, config)
+    plan.lr_after = lr_at(step, new_total, warmup, config)
+    verb = "extended" if config.epochs > previous_epochs else "shortened"
+    plan.messages.append(f"--resume: continuing the run in {out} at epoch {done + 1}, {verb} from {previous_epochs} "
+                         f"to {config.epochs} epochs")
+    plan.messages.append(_schedule_note(plan, step, warmup, old_total, new_total))
+    return plan
+
+
+def _schedule_note(plan: RunPlan, step: int, warmup: int, old_total: int, new_total: int) -> str:
+    last = f"; the last step trained used {plan.lr_last:.3g}" if plan.lr_last is not None else ""
+    if step < warmup:
+        return (f"schedule: the resume step {step} is inside the warm-up (steps 0-{warmup - 1}), which is kept, so "
+                f"the learning rate there is unchanged ({plan.lr_after:.3g}); the half-cosine after the warm-up now "
+                f"ends at step {new_total} instead of {old_total}")
+    kept = f"the warm-up (steps 0-{warmup - 1}) is kept and " if warmup else ""
+    return (f"schedule: {kept}the half-cosine from step {warmup} is laid anew to end at step {new_total} instead "
+            f"of {old_total}, so at the resume step {step} the learning rate jumps from {plan.lr_before:.3g} "
+            f"(the old schedule{last}) to {plan.lr_after:.3g}; the {_epochs(plan.done)} done "
+            f"{'keeps' if plan.done == 1 else 'keep'} the old schedule's rates")
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def train(
@@ -250,34 +397,77 @@ def train(
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[dict], bool | None] | None = None,
     data: DataBundle | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    on_start: Callable[[RunPlan], None] | None = None,
 ) -> TrainResult:
     """Train ``spec`` with ``config``; the API the search layer calls for each trial.
 
+    A directory that holds a run (any of :data:`RUN_FILES`) is never changed silently: without
+    ``resume`` or ``overwrite`` it is refused.
+
     Args:
         out_dir: run directory (files listed in the module docstring); ``None`` keeps nothing.
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists.
+        resume: continue the run in ``out_dir`` from its ``checkpoint.pt``, provided its spec and
+            recipe are the same (``epochs``, ``device``, ``compile``, ``eval_batch_size``,
+            ``data_dir`` and ``checkpoint`` may differ; fewer epochs than done are refused). A
+            directory that does not exist or holds no run, or whose run has no checkpoint yet
+            (killed in its first epoch), starts a fresh run in place. A run that has done all
+            its epochs trains nothing and gives its result.
+        overwrite: remove the run in ``out_dir`` (only :data:`RUN_FILES` and their temp files)
+            and start afresh.
         callback: called with each epoch's metrics; return ``True`` to stop (status ``pruned``).
         data: an already loaded dataset (else ``config.data`` is loaded at the spec's size).
         on_batch / on_epoch: progress hooks.
+        on_start: called with the :class:`RunPlan` once every check has passed, before
+            anything is written.
 
     Raises:
-        SpecError: bad spec, recipe or data (a diverging run is a result, not an error).
+        SpecError: bad spec, recipe or data, or a run directory refused (one problem on
+            ``--out``, ``--resume`` or ``--overwrite``; see :func:`plan_run`). A diverging run is
+            a result, not an error.
     """
+    if out_dir is not None and not resume and not overwrite:
+        check_free(Path(out_dir))  # before loading any data
     if data is None:
         data = load_data(config.data, size=spec.input.size, channels=spec.input.channels,
                          data_dir=config.data_dir, seed=0)
     check_config(config, data)
+    spec = fit_to_data(spec, data)
+    plan = plan_run(spec, config, out_dir, data, resume=resume, overwrite=overwrite)
+    if on_start is not None:
+        on_start(plan)
+    if plan.mode == "complete":
+        return _completed(plan, spec)
     trainer = Trainer(spec, config, data, out_dir)
-    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
-    resumed = bool(resume and ckpt is not None and ckpt.exists())
-    if resumed:
+    if plan.state is not None:
         try:
-            trainer.load_state(load_checkpoint(ckpt))
+            trainer.load_state(plan.state)
         except Exception as exc:  # a checkpoint from another spec or a damaged file
-            raise SpecError([Problem("--resume", f"cannot resume from {ckpt}: {type(exc).__name__}: {exc}")]) from None
-    trainer.start_files(resumed)
+            raise SpecError([Problem("--resume", f"cannot resume from {plan.out_dir / 'checkpoint.pt'}: "
+                                                 f"{type(exc).__name__}: {exc}")]) from None
+    if plan.remove:
+        clear_run(plan.out_dir)
+    trainer.start_files(plan.mode == "resume")
     return trainer.run(callback, on_batch, on_epoch)
+
+
+def _completed(plan: RunPlan, spec: NetworkSpec) -> TrainResult:
+    """The result of a run that has done all its epochs, from its files; only a missing
+    summary.json or a metrics.jsonl short of the checkpoint's history is written."""
+    out, state = plan.out_dir, plan.state or {}
+    history = list(state.get("history") or [])
+    cost = complexity(lower(spec))
+    summary = read_or_none(out / "summary.json", json.loads)
+    status = "complete"
+    if isinstance(summary, dict) and summary.get("epochs") == plan.done and summary.get("status") in STATUSES:
+        status = summary["status"]
+    result = TrainResult(status, plan.done, history, None, cost["params"], cost["flops"], str(out))
+    if read_or_none(out / "metrics.jsonl", json_lines) != history:
+        write_jsonl(out / "metrics.jsonl", history)
+    if not isinstance(summary, dict) or summary.get("epochs") != plan.done:
+        write_json(out / "summary.json", result.as_dict())
+    return result
