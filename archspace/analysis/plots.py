@@ -93,17 +93,29 @@ def plot_generalization(points: Mapping[str, Mapping[str, float]], path: Path, *
 
 
 def plot_bars(values: Mapping[str, float], path: Path, *, title: str, ylabel: str,
-              errors: Sequence[tuple[float, float]] | None = None) -> Path:
-    """A bar per variant (gaps, best errors with their intervals)."""
+              errors: Sequence[tuple[float, float] | None] | None = None) -> Path:
+    """A bar per variant (gaps, best errors with their intervals).
+
+    ``errors`` holds one ``(lo, hi)`` interval per bar, or ``None`` for a bar without one
+    (a variant with a single run): that bar gets no error bar.
+
+    Raises:
+        ValueError: ``errors`` of another length than ``values``.
+    """
+    names = list(values)
+    if errors is not None and len(errors) != len(names):
+        raise ValueError(f"plot_bars got {len(names)} values but {len(errors)} intervals")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(values) + 2), 3.8))
-    names = list(values)
     heights = [values[n] for n in names]
-    yerr = None
-    if errors is not None:
-        yerr = np.array([[h - lo for h, (lo, _) in zip(heights, errors)], [hi - h for h, (_, hi) in zip(heights, errors)]])
     colors = _colors(names)
-    ax.bar(names, heights, yerr=yerr, capsize=4, color=[colors[n] for n in names])
+    ax.bar(names, heights, color=[colors[n] for n in names])
+    with_interval = [i for i in range(len(names)) if errors is not None and errors[i] is not None]
+    if with_interval:
+        lo = [heights[i] - errors[i][0] for i in with_interval]
+        hi = [errors[i][1] - heights[i] for i in with_interval]
+        ax.errorbar([names[i] for i in with_interval], [heights[i] for i in with_interval], yerr=[lo, hi],
+                    fmt="none", ecolor="black", capsize=4)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10, wrap=True)
     ax.grid(alpha=0.3, axis="y")
