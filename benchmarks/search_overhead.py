@@ -53,7 +53,7 @@ TINY_SPACE = {
     "base": "coatnet-0",
     "set": {"input.size": 32, "stages[*].depth": 1, "stem.channels": [16, 16]},
     "choices": {"layout": ["C-C-C-C", "C-C-T-T"], "train.lr": {"loguniform": [1.0e-3, 1.0e-2]}},
-    "match": {"params": 3.0e5, "tolerance": 0.1},
+    "match": {"params": 3.35e5, "tolerance": 0.05},
 }
 DESIGN_SPACE = {  # the example of DESIGN.md "Spaces and studies"
     "base": "coatnet-0",
@@ -153,7 +153,7 @@ def components(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
 
         t0 = time.perf_counter()
         study.get_trials(deepcopy=False)                                      # _claim
-        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))  # _duplicate
+        study.get_trials(deepcopy=False)                                      # _twin
         ob.count_trained(study)                                               # stop_when_done
         summarize(study)                                                      # live view (on_trial)
         rows["scans"].append(1e3 * (time.perf_counter() - t0))
@@ -172,12 +172,16 @@ def end_to_end(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
     """``run_worker`` for ``n`` trials with a no-op trainer: the whole per-trial loop in ms."""
     from archspace.train.loop import TrainResult
 
+    from archspace.complexity import complexity
+    from archspace.graph import lower
+
     def no_train(spec, config, out_dir=None, *, callback=None, **kw):
         history = _fake_history(config.epochs)
         for row in history:
             if callback is not None:
                 callback(row)
-        return TrainResult("complete", config.epochs, history)
+        cost = complexity(lower(spec))  # what a real run reports: the built network's size
+        return TrainResult("complete", config.epochs, history, params=cost["params"], flops=cost["flops"])
 
     data = {"name": "bench", "space": space_data, "train": TRAIN, "sampler": {"kind": sampler, "seed": 0},
             "trials": n}

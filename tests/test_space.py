@@ -37,19 +37,68 @@ def problem_paths(err: pytest.ExceptionInfo) -> list[str]:
 # --------------------------------------------------------------------------- complexity matching
 
 
+def _unit(stage) -> int:
+    if hasattr(stage, "resolved_heads"):
+        return 8 * stage.heads if stage.heads else (stage.head_size or stage.default_head_size)
+    return 8
+
+
 @pytest.mark.parametrize("size", [32, 224])
 @pytest.mark.parametrize("target", [5e5, 2e6, 1e7])
-def test_matching_by_params_brings_all_five_coatnet_layouts_within_tolerance(size, target):
+def test_matching_keeps_networks_sensible_or_rejects_with_the_closest(size, target):
+    """A matched variant is the layout with one common width multiplier, each stage rounded
+    down or up to its unit (never below one head, or 16 channels), depths untouched; where no
+    such variant is within tolerance the point is rejected, saying how close it got."""
     sp = load_space({"base": "coatnet-0", "set": {"input.size": size}, "choices": {"layout": LAYOUTS},
                      "match": {"params": target, "tolerance": 0.05}})
+    plain = load_space({"base": "coatnet-0", "set": {"input.size": size}, "choices": {"layout": LAYOUTS}})
+    matched = 0
     for layout in LAYOUTS:
         point = sp.resolve(FixedSuggester({"layout": layout}))
-        assert point.rejected is None, (layout, point.rejected)
-        assert point.match_scale is not None, layout
-        assert abs(point.cost["params"] / target - 1) <= 0.05, (layout, point.cost["params"])
+        base = plain.resolve(FixedSuggester({"layout": layout}))
         assert blocks(point) == expected_blocks(layout)        # matching scales, never changes the layout
-        assert point.spec.input.size == size
-        assert point.params == {"layout": layout}
+        assert point.spec.input.size == size and point.params == {"layout": layout}
+        assert point.spec.num_classes == 10                      # the dataset's head (digits), not the preset's
+        if point.rejected:
+            assert point.match_scale is None
+            assert point.rejected.startswith("match:") and "the closest is" in point.rejected, point.rejected
+            continue
+        matched += 1
+        assert abs(point.cost["params"] / target - 1) <= 0.05, (layout, point.cost["params"])
+        assert [s.depth for s in point.spec.stages] == [s.depth for s in base.spec.stages]
+        scale = point.match_scale
+        for new, old in zip(point.spec.stages, base.spec.stages):
+            unit = _unit(new)
+            floor = unit if hasattr(new, "resolved_heads") else 16
+            assert new.width % unit == 0 and new.width >= floor, (layout, new.width)
+            assert new.width == floor or abs(new.width - scale * old.width) < unit, (layout, new.width, scale)
+    assert matched >= 3
+
+
+def test_all_five_layouts_match_where_the_units_allow():
+    sp = space(choices={"layout": LAYOUTS}, match={"params": 1.0e7, "tolerance": 0.05})
+    sizes = [sp.resolve(FixedSuggester({"layout": layout})).cost["params"] for layout in LAYOUTS]
+    assert max(sizes) / min(sizes) <= 1.05, sizes
+
+
+def test_matching_happens_on_the_trained_network():
+    """The 1000-class preset is matched after its head is sized for the dataset: the matched
+    params are those of the network that trains (and compiles)."""
+    from archspace.compile import compile_network
+
+    sp = space(choices={"layout": ["C-C-T-T"]}, match={"params": 3.35e5, "tolerance": 0.05})
+    point = sp.resolve(FixedSuggester({"layout": "C-C-T-T"}))
+    assert point.rejected is None and point.spec.num_classes == 10
+    built = sum(p.numel() for p in compile_network(point.spec).parameters())
+    assert built == point.cost["params"] and abs(built / 3.35e5 - 1) <= 0.05
+
+
+def test_dataset_that_cannot_be_described_is_an_error_on_the_train_path(tmp_path):
+    sp = load_space({"base": "coatnet-0", "set": {"input.size": 32}},
+                    {"data": "imagefolder", "data_dir": str(tmp_path / "missing")})
+    with pytest.raises(SpecError) as err:
+        sp.resolve(FixedSuggester())
+    assert problem_paths(err) == ["train.data_dir"], err.value.lines()
 
 
 def test_matching_by_flops():
@@ -91,7 +140,9 @@ def test_constraints_apply_to_the_matched_variant():
                constraints={"params": [None, 1.0e6]})
     for layout in LAYOUTS:
         point = sp.resolve(FixedSuggester({"layout": layout}))
-        assert point.rejected and point.rejected.startswith("constraints.params"), (layout, point.rejected)
+        assert point.rejected, layout
+        if point.match_scale is not None:  # matched, then rejected by the bound
+            assert point.rejected.startswith("constraints.params"), (layout, point.rejected)
 
 
 def test_match_needs_exactly_one_target():
@@ -239,7 +290,7 @@ def test_spec_hash_changes_when_anything_changes():
         sp.resolve(FixedSuggester({"layout": "C-C-T-T", "train.lr": 3.000001e-3})).key,       # lr, barely
         spec_hash(ref.spec, ref.train.model_copy(update={"epochs": 3})),                     # recipe
         spec_hash(ref.spec, ref.train.model_copy(update={"seed": 1})),                       # seed
-        spec_hash(ref.spec.model_copy(update={"num_classes": 10}), ref.train),               # network field
+        spec_hash(ref.spec.model_copy(update={"num_classes": 7}), ref.train),                # network field
     ]
     other_size = load_space({"base": "coatnet-0", "set": {**TINY_SET, "input.size": 64},
                              "choices": {"layout": ["C-C-T-T"]}}, train={"data": "synthetic", "epochs": 2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -298,6 +299,10 @@ def search(
     Re-running the same command resumes the study where it stopped; several processes
     (--workers, or other machines with the same --storage) share one study.
 
+    On a terminal a live line shows progress; otherwise (a cluster log, a pipe) one plain
+    line is printed per finished trial, then a summary. SIGTERM stops the search cleanly: the
+    running trial is queued again and resumes from its last checkpoint on the next run.
+
     [bold]Examples[/bold]
 
       archspace search studies/quickstart.yaml
@@ -307,9 +312,11 @@ def search(
       archspace search my-study.yaml --backend ray --address auto
     """
     worker = os.environ.get("ARCHSPACE_WORKER") == "1"
+    argv = [str(study_file)] + (["--trials", str(trials)] if trials else []) + \
+        (["--out", str(out_dir)] if out_dir else []) + (["--scale", scale] if scale else [])
 
     def run() -> None:
-        from ..search.runner import dry_run as draw, search as run_search
+        from ..search.runner import dry_run as draw, edf_bias, search as run_search, size_spread
         from ..search.study import load_study
 
         if workers < 1:
@@ -318,32 +325,43 @@ def search(
             raise SpecError.single("--backend", f"unknown backend {backend!r} (optuna or ray)")
         study = load_study(study_file, scale=scale)
         run_dir = out_dir or Path("runs") / study.name
+        bias = edf_bias(study)
+        if bias and not worker:
+            err.print(f"warning: {bias}", markup=False, highlight=False, soft_wrap=True)
         if dry_run:
-            rows = draw(study, study.n_trials(trials))
+            budget = study.n_trials(trials)
+            rows = draw(study, budget)
+            spread = size_spread([r["params"] for r in rows if r["status"] == "ok"])
             if fmt == Format.json:
-                print(json.dumps(rows))
+                print(json.dumps({"rows": rows, "params_spread": spread, "budget": budget}))
                 return
-            table = Table(title=f"{study.name}: first {len(rows)} variants ({study.spec.sampler.kind} sampler)")
+            distinct = sum(1 for r in rows if r["status"] == "ok")
+            table = Table(title=f"{study.name}: the first {len(rows)} draws of the {study.spec.sampler.kind} sampler "
+                                f"({distinct} distinct trainable points of a budget of {budget})")
             for col in ("#", "sampled", "stages", "params", "flops", "status"):
                 table.add_column(col, justify="right" if col in ("#", "params", "flops") else "left")
             for i, r in enumerate(rows):
                 sampled = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["sampled"].items())
+                status = (f"rejected: {r['reason']}" if r["reason"] else
+                          f"duplicate of #{r['duplicate_of']} (not trained)" if r["status"] == "duplicate" else r["status"])
                 table.add_row(str(i), sampled, " ".join(r.get("stages", [])),
                               _human(r["params"]) if "params" in r else "", _human(r["flops"]) if "flops" in r else "",
-                              r["status"] if not r["reason"] else f"rejected: {r['reason']}")
+                              status)
             out.print(table)
+            if spread:
+                out.print(f"params of the trainable points: {spread['min']:,.0f} to {spread['max']:,.0f} "
+                          f"(spread {spread['ratio']:.3f}x, max/min)")
             return
         from ..search.runner import check_inputs
 
         check_inputs(study, storage)  # every input problem before the live view starts
         budget = study.n_trials(trials)
-        argv = ([str(study_file)] + (["--trials", str(trials)] if trials else []) + ["--out", str(run_dir)]
-                + (["--scale", scale] if scale else []))
-        view = _SearchView(budget, enabled=fmt == Format.table and not worker and err.is_terminal)
-        with view:
+        live = fmt == Format.table and not worker and err.is_terminal
+        view = _SearchView(budget, enabled=live, plain=fmt == Format.table and not worker and not live)
+        with view, _stop_on_sigterm():
             summary = run_search(study, run_dir=run_dir, storage=storage, trials=trials, backend=backend,
-                                 workers=workers, argv=argv, on_trial=view.on_trial, on_epoch=view.on_epoch,
-                                 address=address, checked=True)
+                                 workers=workers, argv=argv + (["--out", str(run_dir)] if not out_dir else []),
+                                 on_trial=view.on_trial, on_epoch=view.on_epoch, address=address, checked=True)
         if fmt == Format.json:
             print(json.dumps(summary))
             return
@@ -353,18 +371,55 @@ def search(
         if best:
             out.print(f"best: trial {best['number']} eval error {100 * best['values'][0]:.2f}% "
                       f"({_human(best['cost']['params'])} params) {best['params']}")
+        spread = summary.get("params_spread")
+        if spread:
+            out.print(f"params of the trained networks: {spread['min']:,.0f} to {spread['max']:,.0f} "
+                      f"(spread {spread['ratio']:.3f}x, max/min)")
         out.print(f"store: {storage or (run_dir / 'study.db')}")
 
-    _fail_on_spec_errors(run, str(study_file))
+    try:
+        _fail_on_spec_errors(run, str(study_file))
+    except _Stopped:
+        if not worker:
+            err.print(f"stopped by SIGTERM; the interrupted trial is queued to resume from its last checkpoint. "
+                      f"To go on: archspace search {' '.join(argv)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(143) from None
+
+
+class _Stopped(BaseException):
+    """The search was stopped by SIGTERM (a BaseException: it passes the internal-error handler
+    of :func:`_fail_on_spec_errors`, like KeyboardInterrupt)."""
+
+
+@contextmanager
+def _stop_on_sigterm():
+    """SIGTERM raises :class:`Interrupted` in the search (the running trial is failed and queued
+    again, worker processes are stopped too), then :class:`_Stopped` here."""
+    import signal
+
+    from ..search.optuna_backend import Interrupted
+
+    def handler(signum, frame):
+        raise Interrupted("SIGTERM")
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except Interrupted:
+        raise _Stopped() from None
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class _SearchView:
-    """A live line: trials done / running / failed and the best so far."""
+    """On a terminal, a live line: trials done / running / failed and the best so far.
+    Elsewhere (``plain``), one line per finished trial, for logs."""
 
-    def __init__(self, budget: int, enabled: bool):
+    def __init__(self, budget: int, enabled: bool, plain: bool = False):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.budget = budget
+        self.plain = plain
         self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err,
                                  disable=not enabled)
@@ -383,17 +438,39 @@ class _SearchView:
                                              f"eval error {100 * row['eval_error']:.1f}%")
 
     def on_trial(self, ostudy, trial) -> None:
+        from ..search.optuna_backend import TRAINED, trial_status
         from ..search.runner import summarize
 
+        if self.plain:
+            print(trial_line(trial, trial_status(trial)), flush=True)
+        if not self.enabled:
+            return
         s = summarize(ostudy)
         c = s["counts"]
-        done = sum(c.get(k, 0) for k in ("complete", "diverged", "pruned", "duplicate"))
+        done = sum(c.get(k, 0) for k in TRAINED)
         best = s["best"]
         info = (f"running {c.get('running', 0)} · failed {c.get('failed', 0)} · rejected {c.get('rejected', 0)}"
+                + (f" · duplicate {c['duplicate']}" if c.get("duplicate") else "")
                 + (f" · best {100 * best['values'][0]:.2f}%" if best else ""))
         self.progress.update(self.task, completed=min(done, self.budget), info=info)
-        if self.enabled and not self.progress.console.is_terminal:
-            pass
+
+
+def trial_line(trial, status: str) -> str:
+    """One plain line for a finished trial: number, status, error, params, sampled values, time."""
+    a = trial.user_attrs
+    parts = [f"trial {trial.number:>4}", f"{status:<9}"]
+    if status in ("complete", "diverged", "pruned") and a.get("eval_error") is not None:
+        parts.append(f"eval error {100 * (1.0 if status == 'diverged' else a['eval_error']):6.2f}%")
+    if status == "duplicate":
+        parts.append(f"of trial {a.get('duplicate_of')} (not trained)")
+    if a.get("cost"):
+        parts.append(f"params {a['cost']['params']:,}")
+    parts.append(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
+    if trial.duration is not None and status in ("complete", "diverged", "pruned"):
+        parts.append(f"{trial.duration.total_seconds():.1f} s")
+    if status in ("rejected", "failed") and a.get("reason"):
+        parts.append(f"({a['reason']})")
+    return "  ".join(p for p in parts if p)
 
 
 @app.command()

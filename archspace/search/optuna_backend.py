@@ -3,21 +3,38 @@
 Each trial resolves a point of the space (analytic constraints and matching first: a
 rejected point is recorded and never trained), trains it with the trainer's per-epoch
 callback wired to the pruner, and records everything in the trial's attributes.
-Heartbeats mark a trial whose process died as failed, and it is retried with the same
-parameters. The budget counts trained trials; several processes on one storage share it
-and never train more than the budget between them (see :func:`_claim`).
+
+One result per point: a trial whose point (its key: the hash of the resolved spec and
+recipe) is already trained, being trained or queued by a lower-numbered trial is recorded
+as a ``duplicate`` and trained by nobody (see :func:`_twin`). The budget counts trained
+trials (complete, diverged, pruned), never duplicates; several processes on one storage
+share it and never train more than the budget between them (see :func:`_claim`).
+
+A trial whose process died (pid gone on this machine, heartbeat stale on another) or that
+was interrupted is failed and queued again with the same parameters and run directory; the
+process that picks it up resumes it from its last checkpoint (see :func:`retry_trial`).
+Every process waits for the others' trials, so a study that loses a process mid-trial still
+ends with exactly its budget.
+
+The sampler is seeded anew for every trial from the study's seed and the trial number
+(which the storage makes unique), so processes sharing a study draw different points and a
+fresh run draws the same points as its dry run.
 """
 
 from __future__ import annotations
 
+import os
 import platform
-import warnings
+import socket
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.samplers import BaseSampler
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from .. import __version__
@@ -26,14 +43,20 @@ from ..train import train
 from .space import Point
 from .study import Study
 
-# trial attribute "status": what happened to the point
-TRAINED = ("complete", "diverged", "pruned", "duplicate")
+# trial attribute "status": what happened to the point; these used a slot of the budget
+TRAINED = ("complete", "diverged", "pruned")
 HEARTBEAT_S = 5
 GRACE_S = 20
+MAX_RETRIES = 2          # a dead or interrupted trial is queued again at most this many times
+KEY_WAIT_S = 2 * GRACE_S  # how long a trial waits for lower-numbered ones to name their point
 
 
 class Rejected(Exception):
-    """A point that is never trained (constraints, matching, invalid spec, budget reached)."""
+    """A point that is never trained (constraints, matching, invalid spec, duplicate, budget reached)."""
+
+
+class Interrupted(Exception):
+    """Raised in the search process by SIGTERM: the running trial is failed and queued again."""
 
 
 class OptunaSuggester:
@@ -50,18 +73,51 @@ class OptunaSuggester:
         return self.trial.suggest_float(name, low, high, log=log)
 
 
-def make_sampler(study: Study, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler; ``offset`` varies the seed so that a resumed run or another
-    worker does not replay the same draws (0 for a fresh single-process run)."""
+class TrialSeededSampler(BaseSampler):
+    """The study's sampler, made anew for every trial with a seed drawn from (study seed, trial
+    number): draws are reproducible per trial and differ between processes sharing a study,
+    because the storage gives every trial its own number. The samplers keep no state between
+    trials that the storage does not hold, so nothing is lost by remaking them."""
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int):
+        self._make = make
+        self._seed = seed
+        self._inner = make(self.seed_for(0))
+
+    def seed_for(self, number: int) -> int:
+        return int(np.random.SeedSequence([abs(self._seed), int(self._seed < 0), number]).generate_state(1)[0])
+
+    def before_trial(self, study, trial) -> None:
+        self._inner = self._make(self.seed_for(trial.number))
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
+def make_sampler(study: Study) -> BaseSampler:
+    """The study's sampler, seeded per trial (see :class:`TrialSeededSampler`)."""
     s = study.spec.sampler
-    seed = s.seed + offset
-    samplers = {
-        "grid": lambda: optuna.samplers.GridSampler(study.grid(), seed=seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    samplers: dict[str, Callable[[int], BaseSampler]] = {
+        # the grid's order is shuffled by its seed, so it keeps the study's: grid point = trial number
+        "grid": lambda seed: optuna.samplers.GridSampler(study.grid(), seed=s.seed),
+        "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+        "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials),
+        "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
     }
-    return samplers[s.kind]()
+    return TrialSeededSampler(samplers[s.kind], s.seed)
 
 
 def make_pruner(study: Study) -> optuna.pruners.BasePruner:
@@ -88,7 +144,7 @@ def open_storage(url: str) -> RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+                              heartbeat_stale_trial_callback=retry_trial)
     except Exception as exc:  # sqlalchemy / driver errors: the URL is the user's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
@@ -113,15 +169,15 @@ def check_reachable(url: str) -> None:
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
 
 
-def create_study(study: Study, storage: RDBStorage, worker: int = 0) -> optuna.Study:
-    """Create or load the Optuna study; the sampler's seed is offset by the trials already
-    stored and the worker index, so resumed and parallel runs draw new points."""
+def create_study(study: Study, storage: RDBStorage) -> optuna.Study:
+    """Create or load the Optuna study, with the study's per-trial seeded sampler and pruner,
+    and record the study and its space (what the report reads)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["minimize"] * len(study.spec.objectives)
     ostudy = optuna.create_study(study_name=study.name, storage=storage, pruner=make_pruner(study),
-                                 directions=directions, load_if_exists=True)
-    offset = 7919 * len(ostudy.get_trials(deepcopy=False)) + 104729 * worker
-    ostudy.sampler = make_sampler(study, offset)
+                                 sampler=make_sampler(study), directions=directions, load_if_exists=True)
+    ostudy.set_user_attr("archspace_study", study.spec.model_dump(mode="json"))
+    ostudy.set_user_attr("archspace_space", study.space.spec.model_dump(mode="json"))
     return ostudy
 
 
@@ -150,12 +206,24 @@ def count_trained(study: optuna.Study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if _claimed(t))
 
 
+def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial again (WAITING) with its parameters, grid point, key and run
+    directory, so that whoever picks it up resumes it from its last checkpoint; at most
+    :data:`MAX_RETRIES` times per original trial. Also the storage's heartbeat callback."""
+    history = list(trial.user_attrs.get("retry_history", [])) + [trial.number]
+    if len(history) > MAX_RETRIES:
+        return
+    attrs = {k: trial.user_attrs[k] for k in ("key", "run_dir") if k in trial.user_attrs}
+    system = {k: trial.system_attrs[k] for k in ("grid_id", "search_space") if k in trial.system_attrs}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+        user_attrs={**attrs, "retry_of": trial.number, "retry_history": history},
+        system_attrs={**system, "failed_trial": history[0], "retry_history": history}))
+
+
 def fail_dead_trials(study: optuna.Study) -> int:
     """Fail running trials whose process is gone: at once for this machine's (by pid), and by
-    heartbeat for other machines'. Each is retried with the same parameters. Returns how many."""
-    import os
-    import socket
-
+    heartbeat for other machines'. Each is queued again (:func:`retry_trial`). Returns how many."""
     host = socket.gethostname()
     storage = study._storage
     n = 0
@@ -177,7 +245,7 @@ def fail_dead_trials(study: optuna.Study) -> int:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another process got there first
         if changed:
-            RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study._storage.get_trial(t._trial_id))
+            retry_trial(study, study._storage.get_trial(t._trial_id))
             n += 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -206,11 +274,33 @@ def _claim(trial: optuna.trial.Trial, budget: int) -> None:
         raise Rejected("budget reached")
 
 
-def _duplicate(trial: optuna.trial.Trial, key: str) -> optuna.trial.FrozenTrial | None:
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("key") == key and t.number != trial.number:
-            return t
-    return None
+def _twin(trial: optuna.trial.Trial, key: str, wait_s: float = KEY_WAIT_S) -> optuna.trial.FrozenTrial | None:
+    """The lower-numbered trial that has this point: trained (complete, diverged, pruned), or
+    live (running or queued, not decided otherwise), or ``None``.
+
+    Every trial writes its key before it looks, and only looks below its own number, so of
+    the trials that draw one point at the same time exactly the lowest-numbered one trains. A
+    lower-numbered trial that is still resolving its point (no key yet) is waited for, up to
+    ``wait_s`` seconds (resolving is analytic: milliseconds).
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        pending = False
+        for t in trial.study.get_trials(deepcopy=False):
+            if t.number >= trial.number:
+                continue
+            live = t.state in (TrialState.RUNNING, TrialState.WAITING)
+            if live and "key" not in t.user_attrs:
+                pending = t.state == TrialState.RUNNING
+                continue
+            if t.user_attrs.get("key") != key:
+                continue
+            status = t.user_attrs.get("status")
+            if (live and status is None) or status in TRAINED:
+                return t
+        if not pending or time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def objective_values(study: Study, eval_error: float, point: Point) -> tuple[float, ...] | float:
@@ -222,9 +312,6 @@ def objective_values(study: Study, eval_error: float, point: Point) -> tuple[flo
 
 def make_objective(study: Study, run_dir: Path, budget: int,
                    on_epoch: Callable[[int, dict], None] | None = None) -> Callable[[optuna.trial.Trial], Any]:
-    import os
-    import socket
-
     owner = {"host": socket.gethostname(), "pid": os.getpid()}
 
     def objective(trial: optuna.trial.Trial):
@@ -235,29 +322,31 @@ def make_objective(study: Study, run_dir: Path, budget: int,
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reason", "; ".join(exc.lines()))
             raise Rejected("invalid spec") from None
-        trial.set_user_attr("key", point.key)
+        resumed_dir = trial.user_attrs.get("run_dir") if trial.user_attrs.get("key") == point.key else None
+        trial.set_user_attr("key", point.key)  # before looking for twins: see _twin
         trial.set_user_attr("cost", {k: point.cost[k] for k in ("params", "flops", "acts")})
         trial.set_user_attr("match_scale", point.match_scale)
         if point.rejected:
             trial.set_user_attr("status", "rejected")
             trial.set_user_attr("reason", point.rejected)
             raise Rejected(point.rejected)
+        twin = _twin(trial, point.key)
+        if twin is not None:
+            trial.set_user_attr("status", "duplicate")
+            trial.set_user_attr("duplicate_of", twin.number)
+            if twin.state == TrialState.COMPLETE and twin.values:  # model-based samplers see the point's value
+                return twin.values[0] if len(twin.values) == 1 else tuple(twin.values)
+            raise Rejected(f"duplicate of trial {twin.number}")
         _claim(trial, budget)
         trial.set_user_attr("spec", point.spec.model_dump(mode="json", exclude_none=True))
         trial.set_user_attr("train", point.train.model_dump(mode="json"))
         trial.set_user_attr("seed", point.train.seed)
         trial.set_user_attr("versions", versions())
-        twin = _duplicate(trial, point.key)
-        if twin is not None:
-            trial.set_user_attr("status", "duplicate")
-            trial.set_user_attr("duplicate_of", twin.number)
-            for k in ("history", "eval_error", "train_loss", "final_status"):
-                if k in twin.user_attrs:
-                    trial.set_user_attr(k, twin.user_attrs[k])
-            return twin.values[0] if len(twin.values) == 1 else tuple(twin.values)
         single = len(study.spec.objectives) == 1
+        reported: set[int] = set()
 
         def report(row: dict) -> bool:
+            reported.add(row["epoch"])
             if on_epoch is not None:
                 on_epoch(trial.number, row)
             if single:
@@ -265,9 +354,24 @@ def make_objective(study: Study, run_dir: Path, budget: int,
                 return trial.should_prune()
             return False
 
-        out = run_dir / "trials" / f"{trial.number:05d}"
+        out = Path(resumed_dir) if resumed_dir else run_dir / "trials" / f"{trial.number:05d}"
         trial.set_user_attr("run_dir", str(out))
-        result = train(point.spec, point.train, out, callback=report)
+        try:
+            result = train(point.spec, point.train, out, resume=resumed_dir is not None, callback=report)
+        except (Interrupted, KeyboardInterrupt):
+            trial.set_user_attr("status", "failed")
+            trial.set_user_attr("reason", "interrupted; queued again, to resume from its last checkpoint")
+            retry_trial(trial.study, trial.study._storage.get_trial(trial._trial_id))
+            raise
+        if result.params != point.cost["params"]:
+            raise RuntimeError(f"trial {trial.number} trained {result.params:,} params but recorded "
+                               f"{point.cost['params']:,}: the trained network is not the resolved point")
+        restored = [row for row in result.history if row["epoch"] not in reported]  # from the checkpoint
+        if single:
+            for row in restored:
+                trial.report(row["eval_error"], row["epoch"])
+        if resumed_dir:
+            trial.set_user_attr("resumed_after_epoch", len(restored))
         trial.set_user_attr("history", result.history)
         trial.set_user_attr("final_status", result.status)
         final = result.final
@@ -288,46 +392,64 @@ def make_objective(study: Study, run_dir: Path, budget: int,
     return objective
 
 
+def grid_exhausted(study: Study, ostudy: optuna.Study) -> bool:
+    """Under the grid sampler: every grid point has a decided trial (trained, duplicate or
+    rejected), so no new draw can add a distinct point."""
+    if study.spec.sampler.kind != "grid":
+        return False
+    done = {t.system_attrs.get("grid_id") for t in ostudy.get_trials(deepcopy=False)
+            if t.state.is_finished() and trial_status(t) in (*TRAINED, "duplicate", "rejected")}
+    return done >= set(range(study.n_trials()))
+
+
 def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None, max_rejections: int = 500,
-               max_failures: int = 3, wait_for_others: bool = False) -> optuna.Study:
-    """Run trials in this process until the study holds ``budget`` trained trials."""
-    import os
+               max_failures: int = 3) -> optuna.Study:
+    """Run trials in this process until the study holds ``budget`` trained trials.
 
-    storage = open_storage(storage_url)
-    ostudy = create_study(study, storage, int(os.environ.get("ARCHSPACE_WORKER_INDEX", "0")))
-    fail_dead_trials(ostudy)
-    ostudy.set_user_attr("archspace_study", study.spec.model_dump(mode="json"))
-    streak = {"rejected": 0, "failed": 0, "last": ""}
+    Queued trials (retries of dead or interrupted ones) are taken first. When the budget is
+    held but other processes still run trials, this one waits, failing and taking over any
+    whose process dies, so that the study ends with its budget in this run.
+    """
+    ostudy = create_study(study, open_storage(storage_url))
+    streak = {"rejected": 0, "failed": 0, "duplicate": 0, "last": ""}
 
     def stop_when_done(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         status = trial_status(t)
         streak["last"] = status
-        for kind in ("rejected", "failed"):
+        for kind in ("rejected", "failed", "duplicate"):
             streak[kind] = streak[kind] + 1 if status == kind else 0
         if on_trial is not None:
             on_trial(s, t)
         if (count_trained(s) >= budget or status == "surplus" or streak["rejected"] >= max_rejections
-                or streak["failed"] >= max_failures):
+                or streak["duplicate"] >= max_rejections or streak["failed"] >= max_failures):
             s.stop()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     while True:
-        if count_trained(ostudy) >= budget:
+        fail_dead_trials(ostudy)
+        if grid_exhausted(study, ostudy):
+            break
+        waiting = ostudy.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if count_trained(ostudy) >= budget and not waiting:
             running = [t for t in ostudy.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                        if t.user_attrs.get("claimed")]
-            if not running or not wait_for_others:
+            if not running:
                 break
-            # other processes hold the last slots: wait for them, failing any that died
-            time.sleep(HEARTBEAT_S)
-            fail_dead_trials(ostudy)
+            time.sleep(1.0)  # other processes hold the last slots: wait, taking over any that dies
             continue
         ostudy.optimize(make_objective(study, run_dir, budget, on_epoch), n_trials=None, catch=(Rejected,),
                         callbacks=[stop_when_done], gc_after_trial=False)
         if streak["rejected"] >= max_rejections:
             raise SpecError.single("space.constraints", f"{max_rejections} points in a row were rejected: "
                                                         "the space is (nearly) empty after constraints and matching")
+        if streak["duplicate"] >= max_rejections:
+            distinct = len({t.user_attrs.get("key") for t in ostudy.get_trials(deepcopy=False)
+                            if trial_status(t) in TRAINED})
+            raise SpecError.single("trials", f"{max_rejections} draws in a row were points already trained: the "
+                                             f"space seems to hold {distinct} distinct points, fewer than the "
+                                             f"budget of {budget}")
         if streak["failed"] >= max_failures:
             raise RuntimeError(f"{max_failures} trials in a row failed; see the trial attributes in the store")
         if streak["last"] == "surplus":  # other workers hold the last slots; wait for them to decide

@@ -1,7 +1,7 @@
 """The Ray Tune backend: the same space and sampler, trials spread over a Ray cluster.
 
 Ray Tune runs the trials; Optuna still draws the points. ``OptunaSearch`` drives the
-study's own sampler (the one :func:`create_study` sets, seed offset included) with a
+study's own sampler (the one :func:`create_study` sets, seeded per trial) with a
 define-by-run function that resolves a point of the space exactly as the Optuna backend
 does, so both backends draw the same points in the same order. A point that constraints,
 matching or spec validation reject is recorded and never reaches Ray (nor counts toward
@@ -220,7 +220,8 @@ class ArchspaceSearch(OptunaSearch):
                 self._write(sid, TrialState.FAIL, None, params, dists, attrs)
                 continue
             st.rejected_streak = 0
-            twin = st.done_keys.get(point.key)
+            twin = st.done_keys.get(point.key) or next(
+                (live for live in st.live.values() if live.point.key == point.key), None)
             if twin is not None:
                 self._duplicate(sid, point, params, dists, twin)
                 continue
@@ -228,15 +229,19 @@ class ArchspaceSearch(OptunaSearch):
             return config
         return None
 
-    def _duplicate(self, sid: str, point: Point, params, dists, twin: optuna.trial.FrozenTrial) -> None:
-        st = self._arch
-        attrs = {**_point_attrs(point), **_train_attrs(point), "status": "duplicate",
-                 "duplicate_of": twin.number}
-        for k in ("history", "eval_error", "train_loss", "final_status"):
-            if k in twin.user_attrs:
-                attrs[k] = twin.user_attrs[k]
+    def _duplicate(self, sid: str, point: Point, params, dists, twin: "optuna.trial.FrozenTrial | _Live") -> None:
+        """Record a point already trained (or training) as a duplicate: never trained again,
+        never counted toward the budget; with its twin's values when the twin has finished."""
+        attrs: dict[str, Any] = {**_point_attrs(point), "status": "duplicate"}
+        if isinstance(twin, _Live):
+            attrs["duplicate_of_ray_trial"] = twin.suggestion
+        else:
+            attrs["duplicate_of"] = twin.number
+        if isinstance(twin, _Live) or twin.state != TrialState.COMPLETE or not twin.values:
+            super().on_trial_complete(sid, None, error=True)
+            self._write(sid, TrialState.FAIL, None, params, dists, attrs)
+            return
         super().on_trial_complete(sid, self._result(twin.values))
-        st.trained += 1
         self._write(sid, TrialState.COMPLETE, list(twin.values), params, dists, attrs)
 
     def _result(self, values) -> dict[str, float]:
@@ -320,7 +325,7 @@ class ArchspaceSearch(OptunaSearch):
         intermediate = {e: r["eval_error"] for e, r in live.rows.items()
                         if isinstance(r.get("eval_error"), float) and math.isfinite(r["eval_error"])}
         frozen = self._write(trial_id, ostate, values, live.params, live.distributions, attrs, intermediate)
-        if ostate == TrialState.COMPLETE:
+        if attrs["status"] in ("complete", "diverged", "pruned"):
             st.done_keys.setdefault(live.point.key, frozen)
 
     def _write(self, ray_id: str, ostate: TrialState, values, params, dists, attrs: dict,
@@ -447,7 +452,6 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
     """
     run_dir = Path(run_dir).resolve()
     ostudy = create_study(study, open_storage(storage_url))
-    ostudy.set_user_attr("archspace_study", study.spec.model_dump(mode="json"))
     trained = count_trained(ostudy)
     if trained >= budget:
         return ostudy
@@ -465,8 +469,8 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
         mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
         sampler = ostudy.sampler  # the study's sampler, its seed offset as the Optuna backend's (resume draws anew)
         state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
-        for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("key"):
+        for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.user_attrs.get("key") and t.user_attrs.get("status") in ("complete", "diverged", "pruned"):
                 state.done_keys.setdefault(t.user_attrs["key"], t)
         searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy), metric, mode)
         fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),

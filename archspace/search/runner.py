@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import TrialState
 
 from ..errors import SpecError
 from .space import Point
@@ -64,26 +63,71 @@ def preflight(study: Study, n: int = PREFLIGHT_POINTS) -> None:
                                + (f" (and {len(reasons) - 1} other reasons)" if len(reasons) > 1 else ""))
 
 
-def dry_run(study: Study, n: int) -> list[dict[str, Any]]:
-    """The variants the study's sampler would draw first, with their analytic cost."""
+def dry_run(study: Study, n: int, max_draws: int | None = None) -> list[dict[str, Any]]:
+    """The points the study's sampler would draw first, with their analytic cost: draws go on
+    until ``n`` distinct trainable points (what a fresh run trains), at most ``max_draws``
+    (default ``4 n + 64``). A draw whose point an earlier draw already has is marked
+    ``duplicate`` with ``duplicate_of`` (its row index): a run would not train it."""
     from .optuna_backend import make_sampler
 
-    rows = []
-    for sampled, point, reason in sample_points(study, n, make_sampler(study)):
-        row: dict[str, Any] = {"sampled": sampled, "status": "rejected" if reason else "ok", "reason": reason}
-        if point is not None:
-            row.update({k: point.cost[k] for k in ("params", "flops", "acts")}, match_scale=point.match_scale,
-                       key=point.key, stages=[f"{s.block}:{s.depth}x{s.width}" for s in point.spec.stages])
-        rows.append(row)
+    limit = max_draws if max_draws is not None else 4 * n + 64
+    rows: list[dict[str, Any]] = []
+    first: dict[str, int] = {}
+    distinct = 0
+    drawn = 0
+    while distinct < n and drawn < limit:
+        batch = sample_points(study, min(limit, max(n, 2 * drawn)), make_sampler(study))[drawn:]
+        if not batch:
+            break
+        for sampled, point, reason in batch:
+            drawn += 1
+            row: dict[str, Any] = {"sampled": sampled, "status": "rejected" if reason else "ok", "reason": reason}
+            if point is not None:
+                row.update({k: point.cost[k] for k in ("params", "flops", "acts")}, match_scale=point.match_scale,
+                           key=point.key, stages=[f"{s.block}:{s.depth}x{s.width}" for s in point.spec.stages])
+                if reason is None and point.key in first:
+                    row.update(status="duplicate", duplicate_of=first[point.key])
+                elif reason is None:
+                    first[point.key] = len(rows)
+                    distinct += 1
+            rows.append(row)
+            if distinct >= n:
+                break
     return rows
+
+
+DESIGN_CHOICES = ("layout", "base")  # choices whose values are variants a report compares
+
+
+def edf_bias(study: Study) -> str | None:
+    """The warning for a study that compares variants of a design choice (layout, base) by
+    their EDFs while its sampler or pruner biases them, or ``None``."""
+    from ..analysis.metrics import edf_bias as why
+
+    grouped = [c for c in DESIGN_CHOICES if c in study.space.spec.choices]
+    reason = why(study.spec.sampler.kind, study.spec.pruner.kind) if grouped else None
+    if reason is None:
+        return None
+    return (f"this study compares {grouped[0]}s; {reason[0].lower()}{reason[1:]} For EDF comparisons use "
+            f"sampler: random or grid, and pruner: none.")
+
+
+def size_spread(params: list[float]) -> dict[str, float] | None:
+    """Smallest and largest params of the trained networks and their ratio (max / min)."""
+    from ..analysis.metrics import size_spread as ratio
+
+    values = [float(p) for p in params if p]
+    if not values:
+        return None
+    return {"min": min(values), "max": max(values), "ratio": ratio(values)}
 
 
 def spawn_workers(argv: list[str], n: int, storage: str) -> list[subprocess.Popen]:
     """Start ``n`` more worker processes on the same storage (the same command line)."""
     exe = [sys.executable, "-m", "archspace.cli.app", "search"]
     procs = []
-    for i in range(n):
-        env = dict(os.environ, ARCHSPACE_WORKER="1", ARCHSPACE_WORKER_INDEX=str(i + 1), OMP_WAIT_POLICY="PASSIVE",
+    for _ in range(n):
+        env = dict(os.environ, ARCHSPACE_WORKER="1", OMP_WAIT_POLICY="PASSIVE",
                    OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (n + 1))))
         procs.append(subprocess.Popen([*exe, *argv, "--workers", "1", "--storage", storage, "--format", "json"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
@@ -102,18 +146,23 @@ def trial_records(ostudy: optuna.Study) -> list[dict[str, Any]]:
             "cost": a.get("cost"), "key": a.get("key"), "eval_error": a.get("eval_error"),
             "train_loss": a.get("train_loss"), "epochs": len(a.get("history") or []), "reason": a.get("reason"),
             "duplicate_of": a.get("duplicate_of"), "backend": a.get("backend", "optuna"),
+            "run_dir": a.get("run_dir"), "resumed_after_epoch": a.get("resumed_after_epoch"),
         })
     return rows
 
 
 def summarize(ostudy: optuna.Study) -> dict[str, Any]:
+    """Counts per status, the best completed trial, the size spread of the trained networks
+    and every trial's record. Duplicates count as such, never as results."""
     records = trial_records(ostudy)
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    trained = [r for r in records if r["status"] in ("complete", "diverged", "duplicate") and r["values"]]
-    best = min(trained, key=lambda r: r["values"][0]) if trained else None
-    return {"study": ostudy.study_name, "counts": counts, "best": best, "trials": records}
+    finished = [r for r in records if r["status"] in ("complete", "diverged") and r["values"]]
+    best = min(finished, key=lambda r: r["values"][0]) if finished else None
+    spread = size_spread([r["cost"]["params"] for r in records
+                          if r["status"] in ("complete", "diverged", "pruned") and r["cost"]])
+    return {"study": ostudy.study_name, "counts": counts, "best": best, "params_spread": spread, "trials": records}
 
 
 def check_inputs(study: Study, storage: str | None) -> None:
@@ -152,8 +201,18 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     import torch
 
     torch.set_num_threads(threads)
-    ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch,
-                        wait_for_others=bool(procs))
+    try:
+        ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch)
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C) or failed: stop the workers cleanly too
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
     for p in procs:
         _, err = p.communicate()
         if p.returncode not in (0, None):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Protocol, Union
@@ -182,6 +183,7 @@ class Space:
         names = list(base_choice) if base_choice is not None else [spec.base]
         self.bases = {str(n) if isinstance(n, str) else "base": self._load_base(n) for n in names}
         self.base = next(iter(self.bases.values()))
+        self._data: dict[tuple, Any] = {}  # (dataset, folder) -> DataInfo or the SpecError it raised
         self._check_paths()
 
     def _load_base(self, base: str | dict[str, Any]) -> dict[str, Any]:
@@ -287,16 +289,35 @@ class Space:
             config = TrainConfig.model_validate(train)
         except ValidationError as exc:
             raise SpecError(problems_from_validation(exc, ("train",))) from None
-        scale = None
+        spec = self.fit_to_data(spec, config)
+        scale, unmatched = None, None
         if self.spec.match is not None:
-            spec, scale = match(spec, self.spec.match)
+            spec, scale, unmatched = match(spec, self.spec.match)
         cost = complexity(lower(spec))
         point = Point(spec, config, sampled, cost, scale, key=spec_hash(spec, config))
-        point.rejected = self.violation(cost, spec) if scale is not None or self.spec.match is None else None
-        if self.spec.match is not None and scale is None:
-            point.rejected = f"match: no {self.spec.match.by} scale brings {self.spec.match.metric} within " \
-                             f"{self.spec.match.tolerance:.0%} of {self.spec.match.target:g}"
+        point.rejected = unmatched or self.violation(cost, spec)
         return point
+
+    def fit_to_data(self, spec: NetworkSpec, config: TrainConfig) -> NetworkSpec:
+        """``spec`` as it will be trained on ``config``'s dataset (its class count), checked
+        against what the dataset can give; described once per dataset, nothing loaded.
+
+        Raises:
+            SpecError: on ``train.data`` / ``train.data_dir`` / ``input.channels``.
+        """
+        from ..data import describe_data, fit_spec
+
+        where = (config.data, config.data_dir)
+        if where not in self._data:
+            try:
+                self._data[where] = describe_data(config.data, data_dir=config.data_dir)
+            except SpecError as exc:
+                self._data[where] = exc
+        info = self._data[where]
+        if isinstance(info, SpecError):
+            paths = {"--data": "train.data", "--data-dir": "train.data_dir"}
+            raise SpecError([Problem(paths.get(p.path, p.path), p.message) for p in info.problems])
+        return fit_spec(spec, info)
 
     @staticmethod
     def _draw(suggest: Suggester, name: str, choice: Choice) -> Any:
@@ -340,19 +361,42 @@ def _model_at(data: dict, parent: tuple):
 
 
 # -- complexity matching ----------------------------------------------------------------------
+#
+# A matched variant is the variant with every stage width times one common multiplier, each
+# rounded down or up to the stage's unit (its head size, 8 channels per head, or 8 channels)
+# and never below the stage's floor (one head; 16 channels for a conv stage). Depths never
+# change under ``by: width``. So stage ratios survive matching up to one unit per stage; a
+# point that no such rounding brings within tolerance is rejected with the closest it got.
+
+CONV_UNIT = 8
+CONV_FLOOR = 16
+HEAD_DIM_UNIT = 8
+
 
 def _unit(stage: Any) -> int:
-    """Width granularity of a stage: its head count or head size, else 8 channels."""
+    """Width granularity of a stage: its head size, 8 channels per head, or 8 channels."""
     if hasattr(stage, "resolved_heads"):
-        return stage.heads or stage.head_size or stage.default_head_size
-    return 8
+        if stage.heads is not None:
+            return HEAD_DIM_UNIT * stage.heads
+        return stage.head_size or stage.default_head_size
+    return CONV_UNIT
 
 
-def _with_widths(spec: NetworkSpec, widths: list[int]) -> NetworkSpec | None:
+def _floor(stage: Any) -> int:
+    """The narrowest width matching may give a stage: one head, or 16 channels."""
+    return _unit(stage) if hasattr(stage, "resolved_heads") else max(CONV_FLOOR, _unit(stage))
+
+
+def _free(spec: NetworkSpec) -> list[int]:
+    """Stages whose width matching chooses (a class-attention stage keeps its input's width)."""
+    return [i for i, st in enumerate(spec.stages) if not (st.block == "class_attention" and i)]
+
+
+def _with_widths(spec: NetworkSpec, widths: dict[int, int]) -> NetworkSpec | None:
     """The spec with these stage widths (and the widths that must follow them); ``None`` if invalid."""
     data = spec.model_dump(mode="json", exclude_none=True)
     stages = data["stages"]
-    for i, w in enumerate(widths):
+    for i, w in widths.items():
         stages[i]["width"] = w
     for i, stage in enumerate(spec.stages):  # class attention keeps its input width
         if stage.block == "class_attention" and i:
@@ -370,35 +414,34 @@ def _with_widths(spec: NetworkSpec, widths: list[int]) -> NetworkSpec | None:
         return None
 
 
-def _width_steps(spec: NetworkSpec):
-    """Specs with one stage one unit wider or narrower, keeping widths non-decreasing."""
-    widths = [st.width for st in spec.stages]
-    for i, st in enumerate(spec.stages):
-        for sign in (1, -1):
-            w = list(widths)
-            w[i] += sign * _unit(st)
-            if w[i] > 0 and all(a <= b for a, b in zip(w, w[1:])) >= all(a <= b for a, b in zip(widths, widths[1:])):
-                yield _with_widths(spec, w)
+def _roundings(spec: NetworkSpec, factor: float) -> list[dict[int, int]]:
+    """Every width vector with each free stage's width × ``factor`` rounded down or up to its
+    unit (at least its floor), keeping widths non-decreasing where the spec's are."""
+    options = []
+    for i in _free(spec):
+        st = spec.stages[i]
+        unit, exact = _unit(st), st.width * factor
+        down = max(_floor(st), int(exact // unit) * unit)
+        up = max(_floor(st), -int(-exact // unit) * unit)
+        options.append([(i, down)] if down == up else [(i, down), (i, up)])
+    out: list[dict[int, int]] = [{}]
+    for opts in options:
+        out = [{**o, i: w} for o in out for i, w in opts]
+    if _non_decreasing([st.width for st in spec.stages]):
+        out = [o for o in out if _non_decreasing([o[i] for i in sorted(o)])]
+    return out
 
 
-def _depth_steps(spec: NetworkSpec):
-    """Specs with one stage one block deeper or shallower."""
-    for i in range(len(spec.stages)):
-        for sign in (1, -1):
-            data = spec.model_dump(mode="json", exclude_none=True)
-            data["stages"][i]["depth"] += sign
-            if data["stages"][i]["depth"] > 0:
-                try:
-                    yield validate(data)
-                except SpecError:
-                    pass
+def _non_decreasing(widths: list[int]) -> bool:
+    return all(a <= b for a, b in zip(widths, widths[1:]))
 
 
 def scale_spec(spec: NetworkSpec, by: str, factor: float) -> NetworkSpec | None:
-    """Every stage width × ``factor`` (rounded to the stage's unit), or the deepest stage's
-    depth + ``factor`` blocks; ``None`` if the result is not a valid spec."""
+    """Every free stage width × ``factor`` (rounded to the stage's unit, at least its floor), or
+    the deepest stage's depth + ``factor`` blocks; ``None`` if the result is not a valid spec."""
     if by == "width":
-        widths = [max(_unit(st), int(round(st.width * factor / _unit(st))) * _unit(st)) for st in spec.stages]
+        widths = {i: max(_floor(st), int(round(st.width * factor / _unit(st))) * _unit(st))
+                  for i, st in ((i, spec.stages[i]) for i in _free(spec))}
         return _with_widths(spec, widths)
     data = spec.model_dump(mode="json", exclude_none=True)
     stages = data["stages"]
@@ -410,56 +453,93 @@ def scale_spec(spec: NetworkSpec, by: str, factor: float) -> NetworkSpec | None:
         return None
 
 
-def match(spec: NetworkSpec, m: MatchSpec) -> tuple[NetworkSpec, float | None]:
-    """Scale widths (or depth) until ``m.metric`` is within tolerance of the target.
+SPAN = 1.25  # multipliers up to this far from the bisection's crossing are tried
 
-    Width: a geometric bisection on one multiplier for all stages, then — because rounding
-    widths to head-size multiples makes the cost a step function — a greedy walk moving
-    single stages by one unit (keeping widths non-decreasing), and by one block where no
-    width step helps. Depth: the deepest stage's block count. Returns the closest
-    variant and its scale (the multiplier or the depth change), or the original spec and
-    ``None`` when nothing lands within tolerance.
-    """
-    target = m.target
-    best: list = []  # [error, spec, scale]
 
-    def consider(s: NetworkSpec | None, scale: float) -> float | None:
-        if s is None:
+def _breakpoint_factors(spec: NetworkSpec, lo: float, hi: float) -> list[float]:
+    """One multiplier inside each interval of ``[lo, hi]`` on which every stage's round-down
+    and round-up widths stay the same, nearest the middle of the range first."""
+    cuts = {lo, hi}
+    for i in _free(spec):
+        st = spec.stages[i]
+        unit = _unit(st)
+        k = int(lo * st.width // unit) + 1
+        while k * unit / st.width < hi:
+            cuts.add(k * unit / st.width)
+            k += 1
+    cuts = sorted(cuts)
+    mids = [(a * b) ** 0.5 for a, b in zip(cuts, cuts[1:])]
+    centre = (lo * hi) ** 0.5
+    return sorted(mids, key=lambda f: abs(math.log(f / centre)))
+
+
+@dataclass
+class _Closest:
+    """The candidate nearest the target so far."""
+
+    target: float
+    metric: str
+    error: float = float("inf")
+    spec: NetworkSpec | None = None
+    scale: float | None = None
+    value: float | None = None
+
+    def consider(self, spec: NetworkSpec | None, scale: float) -> float | None:
+        if spec is None:
             return None
         try:
-            v = complexity(lower(s))[m.metric]
+            value = complexity(lower(spec))[self.metric]
         except SpecError:
             return None
-        err = abs(v / target - 1)
-        if not best or err < best[0]:
-            best[:] = [err, s, scale]
-        return v
+        error = abs(value / self.target - 1)
+        if error < self.error:
+            self.error, self.spec, self.scale, self.value = error, spec, scale, value
+        return value
 
+
+def match(spec: NetworkSpec, m: MatchSpec) -> tuple[NetworkSpec, float | None, str | None]:
+    """Scale widths (or depth) until ``m.metric`` is within tolerance of the target.
+
+    Width: a geometric bisection on one multiplier for all stages (each width rounded to its
+    stage's unit), then every rounding down or up of each stage at the multipliers around the
+    crossing — rounding makes cost a step function, and this is as far as a stage may stray
+    from the common multiplier. Depth: the deepest stage's block count, widths untouched.
+
+    Returns:
+        The closest variant, its scale (the multiplier, or the depth change) and ``None``; or
+        the original spec, ``None`` and why nothing lands within tolerance.
+    """
+    best = _Closest(m.target, m.metric)
     if m.by == "width":
         lo, hi = 1.0 / 64, 64.0
-        for _ in range(30):
+        tried = [1.0]
+        for _ in range(40):
             mid = (lo * hi) ** 0.5
-            v = consider(scale_spec(spec, "width", mid), mid)
-            if v is None or best[0] <= m.tolerance / 2 or hi / lo < 1.001:
+            tried.append(mid)
+            v = best.consider(scale_spec(spec, "width", mid), mid)
+            if v is None or hi / lo < 1.0005:
                 break
-            lo, hi = (mid, hi) if v < target else (lo, mid)
-        for _ in range(64):
-            if not best or best[0] <= m.tolerance / 2:
+            lo, hi = (mid, hi) if v < m.target else (lo, mid)
+        seen: set[tuple] = set()
+        for factor in _breakpoint_factors(spec, lo / SPAN, hi * SPAN):
+            if best.error <= m.tolerance / 4:
                 break
-            err0, current, scale = best
-            for candidate in _width_steps(current):
-                consider(candidate, scale)
-            if best[0] >= err0:  # width steps are too coarse here: move one block too
-                for candidate in _depth_steps(current):
-                    consider(candidate, scale)
-            if best[0] >= err0:
-                break
+            for widths in _roundings(spec, factor):
+                key = tuple(sorted(widths.items()))
+                if key not in seen:
+                    seen.add(key)
+                    best.consider(_with_widths(spec, widths), factor)
     else:
         for delta in range(-64, 65):
-            consider(scale_spec(spec, "depth", delta), delta)
-    if not best or best[0] > m.tolerance:
-        return spec, None
-    return best[1], best[2]
+            best.consider(scale_spec(spec, "depth", delta), delta)
+    if best.spec is None or best.error > m.tolerance:
+        what = ("one width multiplier for every stage, each stage rounded to its unit" if m.by == "width"
+                else "changing the deepest stage's depth")
+        closest = "" if best.value is None else \
+            f"; the closest is {best.value:,.0f} ({best.value / m.target - 1:+.1%})"
+        return spec, None, (f"match: {what} brings {m.metric} no closer than {best.error:.1%} to "
+                            f"{m.target:,.0f} (tolerance {m.tolerance:.0%}){closest}")
+    return best.spec, best.scale, None
 
 
 def load_space(data: Mapping[str, Any], train: Mapping[str, Any] | None = None, folder=None) -> Space:
