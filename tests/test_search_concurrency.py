@@ -1,0 +1,46 @@
+"""Three ``archspace search`` processes started one second apart on one SQLite store, ten
+times: no point is trained twice and the budget is trained exactly (real processes, real
+store, real training of a tiny network; in a file of its own so that it runs beside the
+other search tests on the second core)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from archspace.search.optuna_backend import TRAINED, trial_status
+from test_search import TINY, load, sqlite_url, start_search, write_study
+from test_search_integrity import SMALL
+
+
+def _three_processes_one_store(folder: Path) -> optuna.Study:
+    choices = {"layout": ["C-C-C-C"], "train.lr": [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3, 5.0e-3]}
+    study_file = write_study(folder, space={**SMALL, "choices": choices}, train={**TINY["train"], "epochs": 1},
+                             trials=4)
+    (folder / "out").mkdir()
+    url = sqlite_url(folder / "out" / "study.db")
+    args = (study_file, "--out", folder / "out", "--storage", url, "--format", "json")
+    procs = []
+    for i in range(3):
+        procs.append(start_search(*args))
+        if i < 2:
+            time.sleep(1.0)
+    for p in procs:
+        _, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-2000:]
+    return load(url)
+
+
+def test_three_processes_on_one_store_train_no_point_twice(tmp_path):
+    for run in range(10):
+        study = _three_processes_one_store(tmp_path / f"run{run}")
+        trained = [t for t in study.get_trials() if trial_status(t) in TRAINED]
+        keys = [t.user_attrs["key"] for t in trained]
+        assert len(trained) == 4, (run, [(t.number, trial_status(t)) for t in study.get_trials()])
+        assert len(set(keys)) == 4, (run, keys)
+        assert not [t for t in study.get_trials() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        owners = {t.user_attrs["owner"]["pid"] for t in study.get_trials()}
+        assert len(owners) >= 2, "the processes did not overlap"
