@@ -446,3 +446,25 @@ def test_load_spec_from_mapping_does_not_mutate_it():
     spec = load_spec(data, ["stages[0].depth=3"])
     assert spec.stages[0].depth == 3
     assert json.dumps(data, sort_keys=True) == before
+
+
+# -- dump_spec round trip ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(preset_index()))
+def test_dump_spec_loads_back_into_the_same_spec(name):
+    from archspace.spec.io import validate
+
+    spec = load_spec(name)
+    assert validate(yaml.safe_load(dump_spec(spec))) == spec
+
+
+def test_an_explicit_null_that_is_not_the_default_survives_the_dump():
+    """No LayerScale on a class-attention stage (default 1e-5) is written as null, not left out:
+    the spec.yaml of a trial must describe the network that was trained."""
+    spec = load_spec("cait-xxs24", ["stages[1].layer_scale=null"])
+    assert spec.stages[1].layer_scale is None
+    text = dump_spec(spec)
+    assert yaml.safe_load(text)["stages"][1]["layer_scale"] is None
+    assert "description" not in yaml.safe_load(text)          # a None that is the default stays out
+    assert load_spec(yaml.safe_load(text)).stages[1].layer_scale is None

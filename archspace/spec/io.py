@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..errors import Problem, SpecError
 from ._base import FieldError
@@ -257,8 +257,25 @@ def _keys(override: str | tuple) -> tuple:
 
 
 def dump_spec(spec: NetworkSpec) -> str:
-    """The spec as YAML (defaults included), loadable again by :func:`load_spec`."""
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    """The spec as YAML (defaults included), loadable again by :func:`load_spec` into the same
+    spec: an unset field is left out where unset is its default, and written as ``null``
+    where it is not (``layer_scale: null`` on a class-attention stage means no LayerScale)."""
+    return yaml.safe_dump(_lean(spec, spec.model_dump(mode="json")), sort_keys=False)
+
+
+def _lean(model: BaseModel, data: dict) -> dict:
+    """``data`` (``model``'s JSON dump) without the ``None`` values that equal their default."""
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None and field.get_default(call_default_factory=True) is None:
+            data.pop(name, None)
+        elif isinstance(value, BaseModel):
+            _lean(value, data[name])
+        elif isinstance(value, (list, tuple)):
+            for item, dumped in zip(value, data[name]):
+                if isinstance(item, BaseModel):
+                    _lean(item, dumped)
+    return data
 
 
 def problems_from_validation(exc: ValidationError, prefix: tuple = ()) -> list[Problem]:
