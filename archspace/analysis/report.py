@@ -36,15 +36,36 @@ OPTIONAL_COUNT_COLUMNS = ("surplus", "running", "waiting")
 
 
 def open_study(run_dir: Path, storage: str | None = None, name: str | None = None):
-    """The Optuna study of a run directory (or of ``storage``)."""
+    """The Optuna study of a run directory: the store and study its manifest names (or
+    ``RUN_DIR/study.db``), or ``storage`` — which must then be the manifest's.
+
+    Raises:
+        SpecError: no store, another store or study than the run directory's, an unreadable store.
+    """
     import optuna
 
+    from ..search.rundir import read_manifest, storage_identity
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    manifest = read_manifest(Path(run_dir))
+    if manifest is not None:
+        if storage is not None and storage_identity(storage) != manifest["storage"]:
+            raise SpecError.single("--storage", f"run directory {run_dir} belongs to {manifest['storage']}, not "
+                                                f"{storage_identity(storage)}: its trial files are not that store's")
+        if name is not None and name != manifest["study"]:
+            raise SpecError.single("--study", f"run directory {run_dir} belongs to study {manifest['study']!r}, "
+                                              f"not {name!r}")
+        name = manifest["study"]
+        if storage is None and manifest["storage"].startswith("sqlite:///"):
+            storage = manifest["storage"]
     if storage is None:
         db = Path(run_dir) / "study.db"
         if not db.is_file():
-            raise SpecError.single("RUN_DIR", f"no study store in {run_dir} (expected {db})")
+            where = f" (its manifest names {manifest['storage']}: pass it with --storage)" if manifest else ""
+            raise SpecError.single("RUN_DIR", f"no study store in {run_dir} (expected {db}){where}")
         storage = f"sqlite:///{db.resolve()}"
+    elif storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        raise SpecError.single("--storage", f"no study store at {storage}")  # never create one by reading
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as exc:
@@ -56,6 +77,33 @@ def open_study(run_dir: Path, storage: str | None = None, name: str | None = Non
     if name not in names:
         raise SpecError.single("--study", f"no study {name!r} in the store (found: {', '.join(names)})")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def check_trial_dirs(ostudy, run_dir: Path) -> None:
+    """Refuse a study whose trial directories hold other runs than their records say: each
+    trained trial's directory (under ``RUN_DIR/trials``, or where its record says) must hash
+    to the trial's key. Directories not on this machine are skipped: the
+    report reads only the store.
+
+    Raises:
+        SpecError: on ``RUN_DIR``, naming the first trial directory that does not match.
+    """
+    from ..search.rundir import check_trial_dir
+
+    for t in ostudy.get_trials(deepcopy=False):
+        recorded, key = t.user_attrs.get("run_dir"), t.user_attrs.get("key")
+        if not recorded or not key or t.user_attrs.get("status") not in ("complete", "diverged", "pruned"):
+            continue
+        path = Path(run_dir) / "trials" / Path(recorded).name  # this run directory's copy first
+        if not path.is_dir():
+            path = Path(recorded)
+        if not (path / "spec.yaml").is_file():
+            continue
+        why = check_trial_dir(path, key)
+        if why is not None:
+            raise SpecError.single("RUN_DIR", f"trial {t.number}'s directory {path} holds another run: {why}; "
+                                              f"its files were overwritten, so the report does not use this run "
+                                              f"directory")
 
 
 def collect(ostudy) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -193,6 +241,7 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
         ``None``); ``params_spread`` (max/min params over the completed trials, or ``None``).
     """
     ostudy = open_study(run_dir, storage, name)
+    check_trial_dirs(ostudy, Path(run_dir))
     rows, settings = collect(ostudy)
     space = space_of(ostudy, settings)
     out = Path(out_dir or Path(run_dir) / "report")

@@ -289,7 +289,7 @@ def search(
     trials: Optional[int] = typer.Option(None, "--trials", help="Trained trials to reach (overrides the study's)."),
     workers: int = typer.Option(1, "--workers", help="Worker processes on this machine sharing the study."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (ray backend), e.g. auto."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<study name>)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<study name>): trial files, the default store, and a manifest naming its store and study."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the variants the sampler would draw, with cost; train nothing, write nothing."),
     scale: Optional[str] = typer.Option(None, "--scale", help="A named scale of the study (e.g. tiny, cpu, full): its overrides are merged in."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (live view and summary) or json."),
@@ -354,7 +354,7 @@ def search(
             return
         from ..search.runner import check_inputs
 
-        check_inputs(study, storage)  # every input problem before the live view starts
+        check_inputs(study, storage, run_dir)  # every input problem before the live view starts
         budget = study.n_trials(trials)
         live = fmt == Format.table and not worker and err.is_terminal
         view = _SearchView(budget, enabled=live, plain=fmt == Format.table and not worker and not live)

@@ -40,6 +40,7 @@ from optuna.trial import TrialState
 from .. import __version__
 from ..errors import SpecError
 from ..train import train
+from .rundir import default_storage
 from .space import Point
 from .study import Study
 
@@ -131,8 +132,6 @@ def make_pruner(study: Study) -> optuna.pruners.BasePruner:
     return pruners[p.kind]()
 
 
-def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'study.db').resolve()}"
 
 
 def open_storage(url: str) -> RDBStorage:

@@ -165,10 +165,14 @@ def summarize(ostudy: optuna.Study) -> dict[str, Any]:
     return {"study": ostudy.study_name, "counts": counts, "best": best, "params_spread": spread, "trials": records}
 
 
-def check_inputs(study: Study, storage: str | None) -> None:
-    """Every check that needs no store: storage reachable, space not empty, grid well formed."""
-    from .optuna_backend import check_reachable
+def check_inputs(study: Study, storage: str | None, run_dir: Path | None = None) -> None:
+    """Every check before anything is written: the run directory belongs to this store and
+    study, the storage is reachable, the space is not empty, the grid is well formed."""
+    from .optuna_backend import check_reachable, default_storage
+    from .rundir import check_run_dir
 
+    if run_dir is not None:
+        check_run_dir(run_dir, storage or default_storage(run_dir), study.name)
     if storage is not None:
         check_reachable(storage)
     preflight(study)
@@ -184,13 +188,16 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
         checked: :func:`check_inputs` has already run.
     """
     from .optuna_backend import default_storage, run_worker
+    from .rundir import write_manifest
 
     budget = study.n_trials(trials)
     backend = backend or study.spec.backend
     url = storage or default_storage(run_dir)
     if not checked:
-        check_inputs(study, storage)  # before anything is written
+        check_inputs(study, storage, run_dir)  # before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(run_dir, url, study.name)
+    run_dir = run_dir.resolve()  # trial records name their directories absolutely
     if backend == "ray":
         from .ray_backend import run_ray
 

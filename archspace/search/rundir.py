@@ -1,0 +1,148 @@
+"""A study's run directory belongs to one store and one study.
+
+The run directory (``runs/<study>`` or ``--out``) holds the trials' files
+(``trials/NNNNN/``: spec, recipe, metrics, checkpoint) and, by default, the store itself
+(``study.db``). A small manifest, ``archspace-run.json``, written when the directory is first
+used, records which store and which study its trials belong to. A search or report that
+names another store or study is refused before anything is written or read, so a second
+store can never overwrite another study's trial files; several run directories may share
+one store (one per machine, say), and trial numbers, which the store makes unique within a
+study, name the trial directories, so no two processes write the same one (a trial queued
+again after its process died resumes in its own directory, on purpose).
+
+Each trial's record holds its directory (``run_dir``); :func:`check_trial_dir` tells whether
+a directory's own spec and recipe still hash to the record's key, so a report never uses a
+directory that another run has overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError
+
+MANIFEST = "archspace-run.json"
+MANIFEST_MAX_BYTES = 64 * 1024
+OWN_STORE = "study.db"  # a manifest's storage when the store is the run directory's own: moves with it
+
+
+def storage_identity(url: str) -> str:
+    """The store a URL names, comparable across spellings: an SQLite file by its resolved
+    path; any other database by backend, user, host, port and name (never its password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return url
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            return "sqlite://"
+        return f"sqlite:///{Path(u.database).expanduser().resolve()}"
+    return u.set(drivername=u.get_backend_name(), password=None, query={}).render_as_string(hide_password=False)
+
+
+def default_storage(run_dir: Path) -> str:
+    """The run directory's own store: ``RUN_DIR/study.db``."""
+    return f"sqlite:///{(Path(run_dir) / OWN_STORE).resolve()}"
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's manifest, or ``None`` if it has none; its ``storage`` is the store's
+    identity (see :func:`storage_identity`), the run directory's own store resolved to its path.
+
+    Raises:
+        SpecError: on ``--out``, a manifest that is not archspace's (too large, not JSON,
+            wrong fields).
+    """
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MANIFEST_MAX_BYTES:
+            raise ValueError(f"larger than {MANIFEST_MAX_BYTES} bytes")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(data, dict) and isinstance(data.get("study"), str) and isinstance(data.get("storage"), str)):
+            raise ValueError("no study and storage in it")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SpecError.single("--out", f"{path} is not a run manifest archspace wrote ({exc}); choose another "
+                                        f"run directory with --out") from None
+    if data["storage"] == OWN_STORE:
+        data["storage"] = storage_identity(default_storage(run_dir))
+    return data
+
+
+def check_run_dir(run_dir: Path, storage_url: str, study: str) -> None:
+    """Refuse a run directory that belongs to another store or study (before anything is written).
+
+    A directory without a manifest is taken if it holds no trials, or if its trials can only
+    be this study's: the store is the directory's own ``study.db`` and holds this study (a
+    run directory made before manifests existed).
+
+    Raises:
+        SpecError: on ``--out``, naming the run directory, both stores and how to choose another.
+    """
+    run_dir = Path(run_dir)
+    here = storage_identity(storage_url)
+    manifest = read_manifest(run_dir)
+    if manifest is not None:
+        if (manifest["storage"], manifest["study"]) != (here, study):
+            raise SpecError.single("--out", f"run directory {run_dir} belongs to study {manifest['study']!r} in "
+                                            f"{manifest['storage']}, not to {study!r} in {here}; choose another "
+                                            f"run directory with --out (or use that store and study there)")
+        return
+    if not (run_dir / "trials").is_dir():
+        return
+    if here == storage_identity(default_storage(run_dir)) and _store_holds(storage_url, study):
+        return
+    raise SpecError.single("--out", f"run directory {run_dir} holds trials but no {MANIFEST}, so which store and "
+                                    f"study they belong to is unknown; choose another run directory with --out")
+
+
+def _store_holds(url: str, study: str) -> bool:
+    import optuna
+
+    path = storage_identity(url)
+    if path.startswith("sqlite:///") and not Path(path[len("sqlite:///"):]).is_file():
+        return False
+    try:
+        return study in optuna.study.get_all_study_names(storage=url)
+    except Exception:  # noqa: BLE001 - an unreadable store holds nothing we can claim
+        return False
+
+
+def write_manifest(run_dir: Path, storage_url: str, study: str) -> None:
+    """Record the run directory's store and study (once; atomic)."""
+    from .. import __version__
+    from ..train.checkpoint import write_json
+
+    if read_manifest(run_dir) is None:
+        here = storage_identity(storage_url)
+        own = here == storage_identity(default_storage(run_dir))
+        write_json(Path(run_dir) / MANIFEST, {"study": study, "storage": OWN_STORE if own else here,
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              "archspace": __version__})
+
+
+def check_trial_dir(path: Path, key: str) -> str | None:
+    """Why the trial directory ``path`` does not hold the run its record describes (its
+    ``spec.yaml`` and ``config.json`` hash to another key, or cannot be read), or ``None``."""
+    import yaml
+
+    from ..spec.io import validate
+    from ..train.config import TrainConfig
+    from .space import spec_hash
+
+    try:
+        spec = validate(yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8")))
+        config = TrainConfig.model_validate(json.loads((path / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError, SpecError) as exc:
+        return f"its spec.yaml or config.json cannot be read ({type(exc).__name__})"
+    found = spec_hash(spec, config)
+    if found != key:
+        return f"its spec.yaml and config.json hash to {found}, but the store records {key} for it"
+    return None
