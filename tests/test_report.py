@@ -294,13 +294,14 @@ def test_a_real_tpe_study_with_a_pruner_reports_its_bias_and_counts(tmp_path):
         "space": {
             "base": "coatnet-0",
             "set": {"input.size": 32, "stages[*].depth": 1, "stem.channels": [16, 16]},
-            "choices": {"layout": ["C-C-C-C", "C-C-T-T"], "train.lr": {"loguniform": [1.0e-3, 1.0e-2]}},
-            "match": {"params": 3.0e5, "tolerance": 0.1},
+            # learning rates from useless to good: the median pruner has runs to stop
+            "choices": {"layout": ["C-C-C-C", "C-C-T-T"], "train.lr": {"loguniform": [1.0e-5, 1.0e-1]}},
+            "match": {"params": 3.35e5, "tolerance": 0.05},
         },
         "train": {"data": "synthetic", "epochs": 3, "batch_size": 64},
         "sampler": {"kind": "tpe", "seed": 0, "startup_trials": 2},
         "pruner": {"kind": "median", "warmup_epochs": 1},
-        "trials": 5,
+        "trials": 6,
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -312,6 +313,10 @@ def test_a_real_tpe_study_with_a_pruner_reports_its_bias_and_counts(tmp_path):
         torch.set_num_threads(threads)  # the search takes every core; the suite runs one thread per worker
     report = build_report(run)
     text = markdown(report)
+    pruned = [t for t in optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{run / 'study.db'}").trials
+              if trial_status(t) == "pruned"]
+    assert pruned, "no trial was pruned: the test shows nothing about pruned trials"
+    assert sum(v["pruned"] for v in report["variants"].values()) == len(pruned)
     head = "\n".join(text.splitlines()[:4])
     assert "not an unbiased estimate" in head and "sampler is tpe" in head and "pruner is median" in head
     ostudy = optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{run / 'study.db'}")
