@@ -289,20 +289,14 @@ def test_a_real_tpe_study_with_a_pruner_reports_its_bias_and_counts(tmp_path):
     from archspace.search.runner import search
     from archspace.search.study import load_study
 
-    data = {
-        "name": "tiny-tpe",
-        "space": {
-            "base": "coatnet-0",
-            "set": {"input.size": 32, "stages[*].depth": 1, "stem.channels": [16, 16]},
-            # learning rates from useless to good: the median pruner has runs to stop
-            "choices": {"layout": ["C-C-C-C", "C-C-T-T"], "train.lr": {"loguniform": [1.0e-5, 1.0e-1]}},
-            "match": {"params": 3.35e5, "tolerance": 0.05},
-        },
-        "train": {"data": "synthetic", "epochs": 3, "batch_size": 64},
-        "sampler": {"kind": "tpe", "seed": 0, "startup_trials": 2},
-        "pruner": {"kind": "median", "warmup_epochs": 1},
-        "trials": 6,
-    }
+    from test_search import TINY
+
+    data = copy.deepcopy(TINY)
+    # learning rates from useless to good: the median pruner has runs to stop
+    data["space"]["choices"]["train.lr"] = {"loguniform": [1.0e-5, 1.0e-1]}
+    data.update(name="tiny-tpe", train={**TINY["train"], "epochs": 3}, trials=6,
+                sampler={"kind": "tpe", "seed": 0, "startup_trials": 2},
+                pruner={"kind": "median", "warmup_epochs": 1})
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     run = tmp_path / "run"
