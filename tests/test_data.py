@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections import Counter
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def check_bundle(bundle: DataBundle, *, size: int, channels: int, num_classes: i
 
 
 def test_registry():
-    assert set(DATASETS) == {"digits", "synthetic", "cifar10", "imagefolder"}
+    assert set(DATASETS) == {"digits", "synthetic", "cifar10", "imagefolder", "baked"}
 
 
 # ---------------------------------------------------------------------------- digits
@@ -264,10 +265,14 @@ def test_imagefolder_bad_trees(tmp_path: Path):
     error(single, "single class", "cat")
     hollow = make_tree(tmp_path / "hollow")
     (hollow / "train" / "fish").mkdir()
+    write_image(hollow / "val" / "fish" / "0.png", COLOURS["cat"])
     error(hollow, "has no images", "fish")
     stray = make_tree(tmp_path / "stray")
     write_image(stray / "val" / "fish" / "0.png", COLOURS["cat"])
-    error(stray, "not in train", "fish")
+    error(stray, "class folders that train has not", "fish")
+    short = make_tree(tmp_path / "short")
+    shutil.rmtree(short / "val" / "dog")
+    error(short, "lacks class folders that train has", "dog")
     broken = make_tree(tmp_path / "broken")
     bad = broken / "train" / "dog" / "3.png"
     bad.write_bytes(b"\x89PNG garbage")

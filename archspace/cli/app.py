@@ -153,8 +153,16 @@ EXIT_DIVERGED = 3
 @app.command()
 def train(
     spec: str = typer.Argument(..., help="A spec file (YAML) or a preset name."),
-    data: str = typer.Option("digits", "--data", help="Dataset: digits (built in), synthetic, cifar10, imagefolder."),
-    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder of cifar10 / imagefolder data."),
+    data: str = typer.Option("digits", "--data", help="Dataset: digits (built in), synthetic, cifar10, imagefolder, "
+                             "baked (a folder made by archspace data bake)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder of cifar10 / imagefolder data, or a "
+                                            "baked folder."),
+    loader: str = typer.Option("auto", "--loader", help="imagefolder: memory (decode once), stream (decode in "
+                               "loader workers every epoch) or auto (memory when the decoded images fit in 1 GiB)."),
+    loader_workers: Optional[int] = typer.Option(None, "--loader-workers", help="Loader worker processes of a "
+                                                 "streamed folder (default: the CPUs, at most 8)."),
+    checkpoint_steps: Optional[int] = typer.Option(None, "--checkpoint-steps", help="Also checkpoint every N steps "
+                                                   "inside an epoch (a killed run resumes there)."),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
@@ -220,17 +228,19 @@ def train(
         elif out_dir is not None and not overwrite:
             check_free(out_dir)  # refused before any data is loaded (train() checks again)
 
-        config = load_config(data=data, data_dir=str(data_dir) if data_dir else None, epochs=epochs,
+        config = load_config(data=data, data_dir=str(data_dir) if data_dir else None, loader=loader,
+                             loader_workers=loader_workers, checkpoint_steps=checkpoint_steps, epochs=epochs,
                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                              warmup_epochs=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                              random_resized_crop=crop, flip=flip, ema=ema, clip_grad=clip_grad, seed=seed,
                              device=device, compile=compile_model)
         network = load_spec(spec, set_, size)
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
-                           data_dir=config.data_dir)
+                           data_dir=config.data_dir, loader=config.loader)
         check_config(config, bundle)
         show = fmt == Format.table
         note = out if show else err  # what happens to the run directory: stdout in table mode, else stderr
+        note.print(f"data: {bundle.note}", markup=False, highlight=False, soft_wrap=True)
         if out_dir is not None:
             run_dir = out_dir
         else:
@@ -566,6 +576,15 @@ def schema() -> None:
         print(json.dumps(NetworkSpec.model_json_schema(), indent=2))
 
     _fail_on_spec_errors(run, "schema")
+
+
+def _add_data_commands() -> None:
+    from .data import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+_add_data_commands()
 
 
 def main() -> None:

@@ -1,8 +1,11 @@
-"""Image datasets held in memory, batching and batch augmentation for training.
+"""Image datasets, batching and batch augmentation for training.
 
-Four datasets, none downloaded at run time: ``digits`` (scikit-learn's bundled 8×8 digits,
+Five datasets, none downloaded at run time: ``digits`` (scikit-learn's bundled 8×8 digits,
 resized), ``synthetic`` (generated, for tests), ``cifar10`` (the python-pickle folder on local
-disk) and ``imagefolder`` (a class-per-folder tree)::
+disk), ``imagefolder`` (a class-per-folder tree, held in memory or streamed from the files)
+and ``baked`` (a folder made by ``archspace data bake``, memory-mapped; see
+:mod:`archspace.data.baked`). A training run takes its batches from
+:class:`archspace.data.loader.Batches`::
 
     from archspace.data import Augment, batches, load_data, normalize
     bundle = load_data("digits", size=32, channels=3)
@@ -29,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import Tensor
 
-from ._base import CHANNELS, DATA, DataBundle, DataInfo, ImageSet, check_size_channels, problem
+from ._base import CHANNELS, DATA, SIZE, DataBundle, DataInfo, ImageSet, MappedSet, check_size_channels, problem
 from .augment import Augment
+from .baked import describe_baked, load_baked
 from .cifar10 import describe_cifar10, load_cifar10
 from .digits import describe_digits, load_digits
 from .imagefolder import describe_imagefolder, load_imagefolder
@@ -42,17 +46,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset's two entry points: ``load`` (the images) and ``describe`` (what it fixes, cheaply)."""
+    """A dataset's two entry points: ``load`` (the images) and ``describe`` (what it fixes, cheaply),
+    and the ``train.loader`` settings it takes (``auto`` always)."""
 
     load: Callable[..., DataBundle]
     describe: Callable[..., DataInfo]
+    loaders: tuple[str, ...] = ("auto", "memory")
 
 
 DATASETS: dict[str, Dataset] = {
     "digits": Dataset(load_digits, describe_digits),
     "synthetic": Dataset(load_synthetic, describe_synthetic),
     "cifar10": Dataset(load_cifar10, describe_cifar10),
-    "imagefolder": Dataset(load_imagefolder, describe_imagefolder),
+    "imagefolder": Dataset(load_imagefolder, describe_imagefolder, ("auto", "memory", "stream")),
+    "baked": Dataset(load_baked, describe_baked, ("auto",)),
 }
 
 
@@ -81,13 +88,16 @@ def fit_spec(spec: "NetworkSpec", info: DataInfo) -> "NetworkSpec":
     if info.channels is not None and spec.input.channels not in info.channels:
         allowed = " or ".join(str(c) for c in info.channels)
         raise problem(CHANNELS, f"{info.name} gives {allowed} channels, not {spec.input.channels}")
+    if info.size is not None and spec.input.size != info.size:
+        raise problem(SIZE, f"the {info.name} set is made for input size {info.size}, not {spec.input.size} "
+                            f"(set input.size: {info.size}, or bake the data again with --size {spec.input.size})")
     if spec.num_classes == info.num_classes:
         return spec
     return spec.model_copy(update={"num_classes": info.num_classes})
 
 
 def load_data(name: str, *, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,
-              **options: Any) -> DataBundle:
+              loader: str = "auto", **options: Any) -> DataBundle:
     """Load dataset ``name`` with images at ``size × size`` and ``channels`` channels.
 
     Args:
@@ -97,14 +107,21 @@ def load_data(name: str, *, size: int, channels: int = 3, data_dir: str | Path |
             imagefolder take 3, or 1 for grayscale).
         data_dir: Folder of the data, for ``cifar10`` and ``imagefolder``.
         seed: Seed of generated data (``synthetic``); the other datasets' splits are fixed.
+        loader: ``auto``, ``memory`` or ``stream`` (imagefolder only): how batches come; the
+            bundle's ``path`` and ``note`` say which was taken and why.
         **options: Dataset options (``synthetic``: ``num_classes``, ``n_train``, ``n_val``).
 
     Raises:
         SpecError: unknown dataset or option, bad size or channels, missing or malformed data.
     """
-    loader = _dataset(name).load
+    dataset = _dataset(name)
     check_size_channels(size, channels)
-    return loader(size=size, channels=channels, data_dir=data_dir, seed=seed, **options)
+    if loader not in dataset.loaders:
+        raise problem("train.loader", f"{name} takes loader {' or '.join(dataset.loaders)}, not {loader!r}"
+                      + (" (stream is for imagefolder)" if loader == "stream" else ""))
+    if "stream" in dataset.loaders or name == "baked":
+        return dataset.load(size=size, channels=channels, data_dir=data_dir, seed=seed, loader=loader, **options)
+    return dataset.load(size=size, channels=channels, data_dir=data_dir, seed=seed, **options)
 
 
 def normalize(images_uint8: Tensor, bundle: DataBundle) -> Tensor:
@@ -138,5 +155,6 @@ def batches(split: ImageSet, batch_size: int, *, shuffle: bool, generator: torch
             yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
 
 
-__all__ = ["DATASETS", "Augment", "DataBundle", "DataInfo", "Dataset", "ImageSet", "batches", "describe_data",
+__all__ = ["DATASETS", "Augment", "DataBundle", "DataInfo", "Dataset", "ImageSet", "MappedSet", "batches",
+           "describe_data",
            "fit_spec", "load_data", "normalize"]

@@ -43,6 +43,56 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def side(self) -> int:
+        """Side of the stored (square) images."""
+        return int(self.images.shape[-1])
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The ``uint8`` images at ``idx`` (a 1-D int64 tensor), in that order."""
+        return self.images[idx.to(self.images.device)]
+
+
+@dataclass(frozen=True, eq=False)
+class MappedSet:
+    """One split read from a memory-mapped ``uint8`` array on disk (a baked dataset).
+
+    The array is never copied whole into the process: a batch reads its images from the
+    mapping (the page cache, shared by every process that maps the same file).
+
+    Attributes:
+        images: ``numpy`` memory map ``(N, C, S, S)`` of ``uint8``, opened read-only.
+        labels: ``int64`` tensor ``(N,)`` (small: held in memory).
+    """
+
+    images: Any
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.images.shape)
+        if str(self.images.dtype) != "uint8" or len(shape) != 4:
+            raise ValueError(f"MappedSet.images must be uint8 (N, C, S, S), got {self.images.dtype} {shape}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != (shape[0],):
+            raise ValueError(f"MappedSet.labels must be int64 (N,) with N = {shape[0]}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def side(self) -> int:
+        return int(self.images.shape[-1])
+
+    def gather(self, idx: torch.Tensor) -> torch.Tensor:
+        """The images at ``idx``, read from the mapping in ascending file order and returned in
+        the order of ``idx`` (one small copy: the batch)."""
+        import numpy as np
+
+        order = idx.numpy()
+        ascending = np.argsort(order, kind="stable")
+        batch = np.empty((len(order), *self.images.shape[1:]), dtype=np.uint8)
+        batch[ascending] = self.images[order[ascending]]
+        return torch.from_numpy(batch)
+
 
 @dataclass(frozen=True)
 class DataBundle:
@@ -55,20 +105,34 @@ class DataBundle:
         channels: Image channels (``C`` of both splits).
         mean, std: Per-channel statistics of the train images in ``[0, 1]`` units
             (``std`` is 1.0 for a constant channel).
+        size: Side of the images given to the network (0: the stored images' side). Stored
+            images larger than ``size`` are cropped to it: a random resized crop or a centre
+            crop for training, a centre crop for evaluation.
+        path: How batches reach the trainer: ``memory`` (tensors in this process), ``baked``
+            (memory-mapped arrays) or ``stream`` (files decoded by loader worker processes).
+        note: Why this path (one line, for the run's summary).
     """
 
     name: str
-    train: ImageSet
-    val: ImageSet
+    train: Any  # ImageSet, MappedSet or a streamed FolderSet
+    val: Any
     num_classes: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    size: int = 0
+    path: str = "memory"
+    note: str = ""
 
     @property
     def info(self) -> "DataInfo":
         """What this loaded dataset fixes about a network (see ``fit_spec``)."""
-        return DataInfo(self.name, self.num_classes, (self.channels,))
+        return DataInfo(self.name, self.num_classes, (self.channels,), self.size if self.path == "baked" else None)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the images the network gets."""
+        return self.size or int(self.train.side)
 
 
 @dataclass(frozen=True)
@@ -79,11 +143,13 @@ class DataInfo:
         name: Dataset name (a key of ``DATASETS``).
         num_classes: Number of classes (the network's ``num_classes``).
         channels: Channel counts the dataset can give (``None``: any count).
+        size: The only input size the dataset can give (a baked set), or ``None``: any size.
     """
 
     name: str
     num_classes: int
     channels: tuple[int, ...] | None = None
+    size: int | None = None
 
 
 def one_line(text: object) -> str:
@@ -189,11 +255,12 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def make_bundle(name: str, train: ImageSet, val: ImageSet, num_classes: int) -> DataBundle:
-    """A bundle with statistics computed on ``train``."""
+def make_bundle(name: str, train: ImageSet, val: ImageSet, num_classes: int, note: str = "") -> DataBundle:
+    """A bundle held in memory, with statistics computed on ``train``."""
     mean, std = channel_stats(train.images)
     return DataBundle(name=name, train=train, val=val, num_classes=num_classes,
-                      channels=int(train.images.shape[1]), mean=mean, std=std)
+                      channels=int(train.images.shape[1]), mean=mean, std=std,
+                      note=note or f"{name} is held in memory")
 
 
 def split_indices(labels: torch.Tensor, val_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:

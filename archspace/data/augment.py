@@ -68,11 +68,13 @@ class Augment:
         cutmix: Beta alpha of cutmix (0 = off).
         num_classes: Width of the targets.
         label_smoothing: ``eps``: targets are ``1 - eps + eps/K`` on the label, ``eps/K`` elsewhere.
+        size: Side of the images out (``None``: the side in). Bigger images in are cut to it:
+            the random resized crop is taken from the whole image, else the centre is kept.
     """
 
     def __init__(self, *, random_resized_crop: bool = False, scale: Sequence[float] = (0.35, 1.0),
                  flip: bool = False, mixup: float = 0.0, cutmix: float = 0.0, num_classes: int,
-                 label_smoothing: float = 0.0):
+                 label_smoothing: float = 0.0, size: int | None = None):
         problems = []
         try:
             lo, hi = (float(s) for s in scale)
@@ -99,11 +101,12 @@ class Augment:
         self.cutmix = float(cutmix)
         self.num_classes = num_classes
         self.label_smoothing = float(label_smoothing)
+        self.size = size
 
     def __repr__(self) -> str:
         return (f"Augment(random_resized_crop={self.random_resized_crop}, scale={self.scale}, flip={self.flip}, "
                 f"mixup={self.mixup}, cutmix={self.cutmix}, num_classes={self.num_classes}, "
-                f"label_smoothing={self.label_smoothing})")
+                f"label_smoothing={self.label_smoothing}, size={self.size})")
 
     def targets(self, y: Tensor) -> Tensor:
         """Smoothed one-hot targets ``(N, num_classes)`` of int labels ``y``."""
@@ -118,8 +121,12 @@ class Augment:
         target = self.targets(y.to(x.device))
         if self.random_resized_crop:
             x = self._crop(x, generator)
-        elif self.flip:
-            x = self._flip(x, generator)
+        else:
+            if self.size is not None and x.shape[-1] != self.size:
+                lo = (x.shape[-1] - self.size) // 2
+                x = x[..., lo:lo + self.size, lo:lo + self.size]
+            if self.flip:
+                x = self._flip(x, generator)
         use_mixup, use_cutmix = self.mixup > 0, self.cutmix > 0
         if use_mixup and use_cutmix:
             use_mixup = float(_rand(generator, 1)) < 0.5
@@ -159,7 +166,8 @@ class Augment:
         theta = torch.zeros(n, 2, 3, device=x.device, dtype=torch.float32)
         theta[:, 0, 0], theta[:, 0, 2] = sx, cx
         theta[:, 1, 1], theta[:, 1, 2] = ch, cy
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        out = [n, x.shape[1], self.size or h, self.size or w]
+        grid = F.affine_grid(theta.to(x.dtype), out, align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _cutmix(self, x: Tensor, perm: Tensor, lam: float, generator: torch.Generator) -> tuple[Tensor, float]:

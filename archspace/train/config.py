@@ -17,8 +17,14 @@ class TrainConfig(SpecModel):
     layer scale.
     """
 
-    data: str = Field("digits", description="Dataset name: digits, synthetic, cifar10, imagefolder.")
-    data_dir: str | None = Field(None, description="Folder of cifar10 / imagefolder data.")
+    data: str = Field("digits", description="Dataset name: digits, synthetic, cifar10, imagefolder, baked.")
+    data_dir: str | None = Field(None, description="Folder of cifar10 / imagefolder data, or of a baked set.")
+    loader: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="imagefolder: hold the decoded images in memory, or stream the files through loader "
+                            "workers; auto holds a folder whose decoded images fit in 1 GiB.")
+    loader_workers: int | None = Field(None, ge=0, description="Loader worker processes of a streamed folder "
+                                                               "(default: the CPUs, at most 8; 0 decodes in the "
+                                                               "training process).")
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -32,6 +38,8 @@ class TrainConfig(SpecModel):
     mixup: float = Field(0.0, ge=0, description="Mixup Beta(α, α) parameter; 0 disables.")
     cutmix: float = Field(0.0, ge=0, description="CutMix Beta(α, α) parameter; 0 disables.")
     random_resized_crop: bool = False
+    crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Area-fraction range of the random resized "
+                                                                     "crop (the papers' ImageNet recipe: 0.08, 1).")
     flip: bool = False
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights (e.g. 0.999); off if unset.")
     clip_grad: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
@@ -40,6 +48,9 @@ class TrainConfig(SpecModel):
     compile: bool = Field(False, description="Wrap the model in torch.compile.")
     eval_batch_size: PositiveInt = 256
     checkpoint: bool = Field(True, description="Write a checkpoint after every epoch (needed by --resume).")
+    checkpoint_steps: PositiveInt | None = Field(None, description="Also write a checkpoint every this many steps "
+                                                                   "inside an epoch (long epochs): a killed run "
+                                                                   "resumes at that step, same sample order.")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainConfig":
@@ -47,6 +58,9 @@ class TrainConfig(SpecModel):
             raise FieldError("warmup_epochs", f"{self.warmup_epochs} is longer than the {self.epochs} epochs")
         if self.min_lr > self.lr:
             raise FieldError("min_lr", f"{self.min_lr} is above lr {self.lr}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise FieldError("crop_scale", f"must be two numbers with 0 < min <= max <= 1, got [{lo}, {hi}]")
         return self
 
 

@@ -29,7 +29,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..compile import compile_network
 from ..complexity import complexity
-from ..data import Augment, DataBundle, batches, fit_spec, load_data, normalize
+from ..data import Augment, DataBundle, fit_spec, load_data, normalize
+from ..data.loader import Batches
 from ..errors import Problem, SpecError
 from ..graph import lower
 from ..spec import NetworkSpec, dump_spec
@@ -54,6 +55,7 @@ class TrainResult:
     params: int = 0
     flops: int = 0
     run_dir: str | None = None
+    data: dict = field(default_factory=dict)
 
     @property
     def final(self) -> dict:
@@ -82,11 +84,11 @@ def check_config(config: TrainConfig, bundle: DataBundle) -> None:
                                                    f"training images of {bundle.name}")
 
 
-def _evaluate(model: nn.Module, bundle: DataBundle, split, batch_size: int, device, autocast) -> tuple[float, float]:
+def _evaluate(model: nn.Module, bundle: DataBundle, batches: Batches, device, autocast) -> tuple[float, float]:
     model.eval()
     loss_sum, wrong, n = 0.0, 0, 0
     with torch.no_grad(), autocast():
-        for x, y in batches(split, batch_size, shuffle=False, generator=None):
+        for x, y in batches.val():
             x, y = _to_device(normalize(x, bundle), device), y.to(device)
             logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -98,6 +100,12 @@ def _evaluate(model: nn.Module, bundle: DataBundle, split, batch_size: int, devi
 def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def data_summary(bundle: DataBundle) -> dict:
+    """What the run trained on and how its batches came (for summary.json)."""
+    return {"name": bundle.name, "path": bundle.path, "note": bundle.note, "train_images": len(bundle.train),
+            "val_images": len(bundle.val), "size": bundle.input_size}
 
 
 def fit_to_data(spec: NetworkSpec, bundle: DataBundle) -> NetworkSpec:
@@ -130,15 +138,23 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                     if config.ema else None)
-        self.augment = Augment(random_resized_crop=config.random_resized_crop, flip=config.flip,
-                               mixup=config.mixup, cutmix=config.cutmix, num_classes=bundle.num_classes,
-                               label_smoothing=config.label_smoothing)
+        self.batches = Batches(bundle, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                               seed=config.seed, crop=config.random_resized_crop, scale=config.crop_scale,
+                               flip=config.flip, workers=config.loader_workers,
+                               pin_memory=self.device.type == "cuda")
+        on_device = not self.batches.per_sample  # crops and flips of whole batches, on the device
+        self.augment = Augment(random_resized_crop=config.random_resized_crop and on_device,
+                               scale=config.crop_scale, flip=config.flip and on_device, mixup=config.mixup,
+                               cutmix=config.cutmix, num_classes=bundle.num_classes,
+                               label_smoothing=config.label_smoothing, size=bundle.input_size)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.steps_per_epoch = steps_per_epoch(config, bundle)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         self.history: list[dict] = []
         self.epoch = 0
+        self.step = 0  # steps done in the current epoch (a checkpoint inside an epoch)
+        self.partial: dict = {}  # that epoch's running sums
 
     def autocast(self):
         if self.device.type == "cuda":
@@ -155,6 +171,8 @@ class Trainer:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
+            "step": self.step,
+            "partial": dict(self.partial),
         }
 
     def load_state(self, state: dict) -> None:
@@ -166,22 +184,27 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
+        self.step = int(state.get("step") or 0)
+        self.partial = dict(state.get("partial") or {})
 
     # -- one epoch --------------------------------------------------------------------------
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
+        """Train the current epoch from ``self.step`` (non-zero after a checkpoint inside it)."""
         cfg, model = self.config, self.model
         model.train()
         start = time.perf_counter()
-        loss_sum, wrong, seen = 0.0, 0, 0
+        sums = {"loss": 0.0, "wrong": 0, "seen": 0, "time": 0.0, "lr": None, **self.partial}
         step0 = self.epoch * self.steps_per_epoch
-        for i, (x, y) in enumerate(batches(self.bundle.train, cfg.batch_size, shuffle=True,
-                                           generator=self.generator, drop_last=True)):
+        lr = sums["lr"]
+        for i, (x, y) in enumerate(self.batches.train(self.epoch, self.step), start=self.step):
             lr = lr_at(step0 + i, self.total_steps, self.warmup_steps, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x = normalize(x, self.bundle)
+            x = normalize(_to_device(x, self.device), self.bundle)
+            y = y.to(self.device)
             x, target = self.augment(x, y, self.generator)
-            x, target, y = _to_device(x, self.device), target.to(self.device), y.to(self.device)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():
                 logits = self.forward(x).float()
             loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
@@ -194,21 +217,27 @@ class Trainer:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update_parameters(model)
-            loss_sum += loss.item() * len(y)
-            wrong += (logits.argmax(1) != y).sum().item()
-            seen += len(y)
+            sums["loss"] += loss.item() * len(y)
+            sums["wrong"] += (logits.argmax(1) != y).sum().item()
+            sums["seen"] += len(y)
             if on_batch is not None:
                 on_batch(i + 1, self.steps_per_epoch)
-        elapsed = time.perf_counter() - start
-        return {"train_loss": loss_sum / seen, "train_error": wrong / seen, "lr": lr,
-                "train_time": elapsed, "images_per_s": seen / elapsed}
+            done = i + 1
+            if cfg.checkpoint_steps and done % cfg.checkpoint_steps == 0 and done < self.steps_per_epoch:
+                self.step = done
+                self.partial = {**sums, "time": sums["time"] + time.perf_counter() - start, "lr": lr}
+                self._persist_step()
+        elapsed = sums["time"] + time.perf_counter() - start
+        self.step, self.partial = 0, {}
+        seen = max(sums["seen"], 1)
+        return {"train_loss": sums["loss"] / seen, "train_error": sums["wrong"] / seen, "lr": lr,
+                "train_time": elapsed, "images_per_s": sums["seen"] / elapsed if elapsed > 0 else 0.0}
 
     def evaluate(self) -> dict:
-        bs = self.config.eval_batch_size
-        loss, err = _evaluate(self.model, self.bundle, self.bundle.val, bs, self.device, self.autocast)
+        loss, err = _evaluate(self.model, self.bundle, self.batches, self.device, self.autocast)
         out = {"eval_loss": loss, "eval_error": err}
         if self.ema is not None:
-            out["ema_eval_loss"], out["ema_eval_error"] = _evaluate(self.ema.module, self.bundle, self.bundle.val, bs,
+            out["ema_eval_loss"], out["ema_eval_error"] = _evaluate(self.ema.module, self.bundle, self.batches,
                                                                     self.device, self.autocast)
         return out
 
@@ -216,6 +245,12 @@ class Trainer:
     def run(self, callback: Callable[[dict], bool | None] | None = None,
             on_batch: Callable[[int, int], None] | None = None,
             on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+        try:
+            return self._run(callback, on_batch, on_epoch)
+        finally:
+            self.batches.close()
+
+    def _run(self, callback, on_batch, on_epoch) -> TrainResult:
         status, diverged_epoch = "complete", None
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
@@ -237,10 +272,14 @@ class Trainer:
                 status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
         result = TrainResult(status, self.epoch, list(self.history), diverged_epoch, self.params, self.flops,
-                             str(self.out_dir) if self.out_dir else None)
+                             str(self.out_dir) if self.out_dir else None, data_summary(self.bundle))
         if self.out_dir is not None:
             write_json(self.out_dir / "summary.json", result.as_dict())
         return result
+
+    def _persist_step(self) -> None:
+        if self.out_dir is not None and self.config.checkpoint:
+            save_checkpoint(self.out_dir / "checkpoint.pt", self.state())
 
     def _persist_epoch(self, row: dict) -> None:
         if self.out_dir is None:
@@ -355,20 +394,23 @@ def plan_run(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path | None,
         plan.messages.append(f"--resume: the run in {out} is complete ({done}/{config.epochs} epochs): "
                              f"nothing to train")
         return plan
+    step = int(state.get("step") or 0)
+    at = f"epoch {done + 1}, step {step + 1}" if step else f"epoch {done + 1}"
     if previous_epochs in (None, config.epochs):
-        plan.messages.append(f"--resume: continuing the run in {out} at epoch {done + 1} of {config.epochs}")
+        plan.messages.append(f"--resume: continuing the run in {out} at {at} of {config.epochs} epochs "
+                             f"(the same sample order)")
         return plan
     if done == config.epochs:
         plan.messages.append(f"--resume: the run in {out} ends at the {done} epochs it has done (it was set to "
                              f"{previous_epochs}): nothing to train")
         return plan
     spe = steps_per_epoch(config, bundle)
-    warmup, step = round(config.warmup_epochs * spe), done * spe
+    warmup, step = round(config.warmup_epochs * spe), done * spe + step
     old_total, new_total = spe * previous_epochs, spe * config.epochs
     plan.lr_before = lr_at(step, old_total, warmup, config)
     plan.lr_after = lr_at(step, new_total, warmup, config)
     verb = "extended" if config.epochs > previous_epochs else "shortened"
-    plan.messages.append(f"--resume: continuing the run in {out} at epoch {done + 1}, {verb} from {previous_epochs} "
+    plan.messages.append(f"--resume: continuing the run in {out} at {at}, {verb} from {previous_epochs} "
                          f"to {config.epochs} epochs")
     plan.messages.append(_schedule_note(plan, step, warmup, old_total, new_total))
     return plan
@@ -434,7 +476,7 @@ def train(
         check_free(Path(out_dir))  # before loading any data
     if data is None:
         data = load_data(config.data, size=spec.input.size, channels=spec.input.channels,
-                         data_dir=config.data_dir, seed=0)
+                         data_dir=config.data_dir, seed=0, loader=config.loader)
     check_config(config, data)
     spec = fit_to_data(spec, data)
     plan = plan_run(spec, config, out_dir, data, resume=resume, overwrite=overwrite)
@@ -465,7 +507,8 @@ def _completed(plan: RunPlan, spec: NetworkSpec) -> TrainResult:
     status = "complete"
     if isinstance(summary, dict) and summary.get("epochs") == plan.done and summary.get("status") in STATUSES:
         status = summary["status"]
-    result = TrainResult(status, plan.done, history, None, cost["params"], cost["flops"], str(out))
+    result = TrainResult(status, plan.done, history, None, cost["params"], cost["flops"], str(out),
+                         (summary or {}).get("data") or {} if isinstance(summary, dict) else {})
     if read_or_none(out / "metrics.jsonl", json_lines) != history:
         write_jsonl(out / "metrics.jsonl", history)
     if not isinstance(summary, dict) or summary.get("epochs") != plan.done:

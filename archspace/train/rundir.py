@@ -23,7 +23,8 @@ from .config import TrainConfig
 RUN_FILES = ("spec.yaml", "config.json", "checkpoint.pt", "metrics.jsonl", "summary.json")
 """The files archspace writes into a run directory (with their temp files ``.<name>.*.tmp``);
 nothing else in the folder is ever read, changed or removed."""
-FREE_RECIPE_FIELDS = ("device", "compile", "eval_batch_size", "data_dir", "checkpoint")
+FREE_RECIPE_FIELDS = ("device", "compile", "eval_batch_size", "data_dir", "checkpoint", "checkpoint_steps",
+                      "loader_workers")
 """Recipe fields that do not change what is trained: they may differ on resume (so may ``epochs``)."""
 FREE_SPEC_FIELDS = ("name", "description")
 """Spec fields that do not change what is trained: they may differ on resume."""
