@@ -302,6 +302,7 @@ def search(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/<study name>): trial files, the default store, and a manifest naming its store and study."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the variants the sampler would draw, with cost; train nothing, write nothing."),
     scale: Optional[str] = typer.Option(None, "--scale", help="A named scale of the study (e.g. tiny, cpu, full): its overrides are merged in."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="The data folder (overrides the study's train.data_dir), e.g. where you baked ImageNet."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (live view and summary) or json."),
 ) -> None:
     """Search a design space: sample, check analytically, train, record, resume.
@@ -320,10 +321,13 @@ def search(
       archspace search my-study.yaml --workers 2 --trials 40
       archspace search my-study.yaml --storage postgresql://me@db/archspace
       archspace search my-study.yaml --backend ray --address auto
+      archspace search studies/vitc-edf-adamw.yaml --scale full --data-dir /data/imagenet-64
     """
     worker = os.environ.get("ARCHSPACE_WORKER") == "1"
+    data_dir = data_dir.expanduser().resolve() if data_dir is not None else None
     argv = [str(study_file)] + (["--trials", str(trials)] if trials else []) + \
-        (["--out", str(out_dir)] if out_dir else []) + (["--scale", scale] if scale else [])
+        (["--out", str(out_dir)] if out_dir else []) + (["--scale", scale] if scale else []) + \
+        (["--data-dir", str(data_dir)] if data_dir else [])
 
     def run() -> None:
         from ..search.runner import dry_run as draw, edf_bias, search as run_search, size_spread
@@ -333,7 +337,7 @@ def search(
             raise SpecError.single("--workers", f"must be at least 1, got {workers}")
         if backend not in (None, "optuna", "ray"):
             raise SpecError.single("--backend", f"unknown backend {backend!r} (optuna or ray)")
-        study = load_study(study_file, scale=scale)
+        study = load_study(study_file, {"train.data_dir": str(data_dir)} if data_dir else None, scale=scale)
         run_dir = out_dir or Path("runs") / study.name
         bias = edf_bias(study)
         if bias and not worker:

@@ -164,9 +164,12 @@ class Point:
 
 
 def spec_hash(spec: NetworkSpec, train: TrainConfig) -> str:
-    """Hash of the fully resolved spec and recipe (name excluded): equal hash, same trial."""
+    """Hash of the fully resolved spec and recipe: equal hash, same trial. What does not change
+    what is trained (the spec's name, where the data lies, the device, ...) is left out."""
+    from ..train.rundir import FREE_RECIPE_FIELDS
+
     data = {"spec": spec.model_dump(mode="json", exclude={"name", "description"}),
-            "train": train.model_dump(mode="json")}
+            "train": train.model_dump(mode="json", exclude=set(FREE_RECIPE_FIELDS))}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
