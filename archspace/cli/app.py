@@ -202,6 +202,8 @@ def train(
       archspace train coatnet-0 --size 32 --set stages[*].depth=1 --epochs 5
       archspace train my-net.yaml --data cifar10 --data-dir ~/data/cifar-10-batches-py --epochs 30 --lr 3e-3
       archspace train vit_c-1gf --size 32 --optimizer sgd --lr 0.1 --out runs/vitc
+      archspace train coatnet-0 --size 64 --data baked --data-dir ~/data/imagenet-64 --crop --flip
+      archspace train convnext-t --data imagefolder --data-dir ~/data/imagenet --loader stream --crop --flip
       archspace train my-net.yaml --out runs/a --resume              # continue it
       archspace train my-net.yaml --out runs/a --resume --epochs 20  # extend it
       archspace train my-net.yaml --out runs/a --overwrite           # replace it

@@ -271,6 +271,11 @@ def _check_out(out: Path, plan: _Plan) -> tuple[str, Manifest | None]:
             raise problem(OUT, f"{out} holds another baked set ({manifest.source.get('kind')} "
                                f"{manifest.source.get('path')} at {manifest.size} px, margin {manifest.margin}); "
                                f"give another --out")
+        now = sum(len(plan.items[s]) for s in SPLITS)
+        then = sum(split.count for split in manifest.splits.values()) + len(manifest.unreadable)
+        if now != then:
+            raise problem(OUT, f"{out} holds a bake of {plan.source['path']} made when it had {then:,} images; it has "
+                               f"{now:,} now: bake into another --out (or remove {out} first)")
         return "done", manifest
     state = out / STATE / "plan.json"
     if state.is_file():
@@ -279,7 +284,10 @@ def _check_out(out: Path, plan: _Plan) -> tuple[str, Manifest | None]:
             raise problem(OUT, f"{out} holds an unfinished bake of another source or size; finish it with its own "
                                f"command, or give another --out")
         return "resume", None
-    if any(out.iterdir()):
+    entries = list(out.iterdir())
+    if entries == [out / STATE] and (out / STATE).is_dir():
+        return "new", None  # a bake killed before its plan was written: nothing was baked yet, start again
+    if entries:
         raise problem(OUT, f"{out} is not empty and holds no bake of archspace's; give a new or empty folder")
     return "new", None
 
@@ -410,6 +418,13 @@ def _fill(state: Path, plan: _Plan, workers: int, progress) -> int:
         progress("bake", finished, total)
     if not todo:
         return resumed
+    for split in SPLITS:  # end a line cut short by a kill, so that the next row is not glued onto it
+        path = state / f"chunks-{split}.jsonl"
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
     logs = {s: open(state / f"chunks-{s}.jsonl", "a", encoding="utf-8") for s in SPLITS}
     try:
         with _pool(workers) as pool:
