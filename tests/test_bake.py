@@ -28,6 +28,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from archspace.cli.app import app
+from archspace.data import load_data
 from archspace.data.baked import MANIFEST, STATE, read_manifest
 from test_train import TINY_CONVNEXT
 
@@ -429,6 +430,8 @@ def test_output_folder_with_a_foreign_file_is_refused_and_left_alone(folders, tm
 def test_damaged_array_is_refused_by_train_and_verify(folders, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(folders.baked, damaged)
+    load_data("baked", size=SIZE, data_dir=damaged)  # verified once: the folder's stamp records it
+    assert (damaged / ".archspace-verified.json").is_file()
     target = damaged / "train_images.npy"
     size = target.stat().st_size
     with open(target, "r+b") as f:  # flip one pixel byte, same size

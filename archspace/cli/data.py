@@ -146,7 +146,7 @@ def info(
     def run() -> None:
         manifest = read_manifest(folder, "FOLDER")
         if verify:
-            check(folder, manifest, "FOLDER")
+            check(folder, manifest, "FOLDER", full=True)
         if fmt == "json":
             print(json.dumps(manifest.model_dump(mode="json")))
             return

@@ -69,7 +69,8 @@ def list_split(root: Path, classes: Sequence[str] | None = None) -> tuple[Listin
         with os.scandir(folder) as it:
             entries = sorted((e.name for e in it if e.is_file() and not e.name.startswith(".")))
         found = [n for n in entries if os.path.splitext(n)[1].lower() in EXTENSIONS]
-        listing.ignored.extend(str(folder / n) for n in entries if n not in set(found))
+        images = set(found)
+        listing.ignored.extend(str(folder / n) for n in entries if n not in images)
         if not found:
             problems.append(f"class folder {folder} has no images ({', '.join(EXTENSIONS)})")
             continue

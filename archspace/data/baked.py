@@ -531,12 +531,39 @@ def _version() -> str:
 
 # -- reading a baked set -----------------------------------------------------------------------
 
-_VERIFIED: dict[tuple, bool] = {}  # (path, bytes, mtime_ns) of arrays whose checksums matched, this process
+VERIFIED = ".archspace-verified.json"
+"""Written into a baked folder (when writable) after its arrays matched their checksums: the
+size, modification time and inode of each, so that the next trial skips hashing unchanged files."""
+_VERIFIED: dict[tuple, bool] = {}  # (path, bytes, mtime_ns, inode) of arrays that matched, in this process
 
 
-def verify(folder: Path, manifest: Manifest, where: str = DATA_DIR) -> None:
-    """Check every array of ``folder`` against the manifest's checksums (once per process per
-    unchanged file). Raises SpecError on ``where`` naming the file that differs."""
+def _identity(stat: os.stat_result) -> list[int]:
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def _stamped(folder: Path) -> dict[str, list[int]]:
+    path = folder / VERIFIED
+    try:
+        if path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest_id = _identity((folder / MANIFEST).stat())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("manifest") != manifest_id or not isinstance(data.get("files"), dict):
+        return {}
+    return data["files"]
+
+
+def verify(folder: Path, manifest: Manifest, where: str = DATA_DIR, *, full: bool = False) -> None:
+    """Check every array of ``folder`` against the manifest's checksums. Raises SpecError on
+    ``where`` naming the file (and block) that differs.
+
+    A file is hashed unless it is unchanged (size, modification time, inode) since it last
+    matched, in this process or as recorded in the folder's stamp; ``full`` hashes every file.
+    """
+    stamped = {} if full else _stamped(folder)
+    matched: dict[str, list[int]] = {}
     for split in manifest.splits.values():
         for entry in (split.images, split.labels):
             path = folder / entry.file
@@ -544,8 +571,9 @@ def verify(folder: Path, manifest: Manifest, where: str = DATA_DIR) -> None:
                 stat = path.stat()
             except OSError:
                 raise problem(where, f"{path} is missing (the manifest lists it)") from None
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if _VERIFIED.get(key):
+            key = (str(path.resolve()), *_identity(stat))
+            matched[entry.file] = _identity(stat)
+            if not full and (_VERIFIED.get(key) or stamped.get(entry.file) == _identity(stat)):
                 continue
             if stat.st_size != entry.bytes:
                 raise problem(where, f"{path} has {stat.st_size} bytes, the manifest says {entry.bytes}: the baked "
@@ -559,6 +587,11 @@ def verify(folder: Path, manifest: Manifest, where: str = DATA_DIR) -> None:
             if len(got.sha256) != len(entry.sha256):
                 raise problem(where, f"{path} does not match its checksum in {MANIFEST}; bake it again")
             _VERIFIED[key] = True
+    if matched != stamped:
+        try:
+            _write_json(folder / VERIFIED, {"manifest": _identity((folder / MANIFEST).stat()), "files": matched})
+        except OSError:  # a read-only folder: hashed again by the next process
+            pass
 
 
 def _open_split(folder: Path, files: SplitFiles, manifest: Manifest) -> MappedSet:
