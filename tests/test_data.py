@@ -444,3 +444,17 @@ def test_batches_in_order_and_drop_last():
     assert [len(lbl) for _, lbl in dropped] == [10, 10]
     with pytest.raises(ValueError):
         list(batches(split, 0, shuffle=False, generator=None))
+
+
+def test_crop_grid_is_the_affine_grid_of_a_scale_and_shift():
+    from archspace.data.augment import crop_grid
+
+    g = torch.Generator().manual_seed(3)
+    n = 7
+    sx, sy = torch.rand(n, generator=g) * 2 - 1, torch.rand(n, generator=g)
+    cx, cy = torch.rand(n, generator=g) - 0.5, torch.rand(n, generator=g) - 0.5
+    for out_h, out_w in ((32, 32), (5, 9), (1, 3)):
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, sy, cy
+        reference = torch.nn.functional.affine_grid(theta, [n, 3, out_h, out_w], align_corners=False)
+        assert torch.allclose(crop_grid(sx, cx, sy, cy, out_h, out_w), reference, atol=1e-6)

@@ -110,26 +110,29 @@ def check_file(path: str) -> str | None:
     return None
 
 
-def open_image(path: str, mode: str, want: tuple[float, float] | None = None):
-    """``path`` decoded to ``mode`` (RGB or L). ``want``: the smallest (w, h) the caller needs,
-    which lets a JPEG decode at a reduced scale (Pillow's ``draft``). Raises on a broken file."""
+def _open(path: str):
+    """``path`` opened, its header read, nothing decoded yet; a decompression bomb is refused."""
     from PIL import Image
 
     img = Image.open(path)
     if img.size[0] * img.size[1] > MAX_PIXELS:
         img.close()
         raise ValueError(f"{img.size[0]}x{img.size[1]} pixels is more than the {MAX_PIXELS:,} an image may have")
+    return img
+
+
+def _decoded(img, mode: str, want: tuple[float, float] | None = None):
+    """An opened image decoded to ``mode`` (RGB or L). ``want``: the smallest (w, h) the caller
+    needs, which lets a JPEG decode at a reduced scale (Pillow's ``draft``)."""
     if want is not None and img.format == "JPEG":
         img.draft(mode if img.mode in ("RGB", "L") else None, (math.ceil(want[0]), math.ceil(want[1])))
     img.load()
     return img if img.mode == mode else img.convert(mode)
 
 
-def _source_size(path: str) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.size
+def open_image(path: str, mode: str, want: tuple[float, float] | None = None):
+    """``path`` decoded to ``mode`` (see ``_decoded``). Raises on a broken file."""
+    return _decoded(_open(path), mode, want)
 
 
 def centre_square(path: str, side: int, mode: str) -> np.ndarray:
@@ -137,28 +140,29 @@ def centre_square(path: str, side: int, mode: str) -> np.ndarray:
     ``uint8`` ``(C, side, side)``."""
     from PIL import Image
 
-    w, h = _source_size(path)
-    short = min(w, h)
-    img = open_image(path, mode, (side * w / short, side * h / short))
-    w2, h2 = img.size
-    s = min(w2, h2)
-    box = ((w2 - s) / 2, (h2 - s) / 2, (w2 + s) / 2, (h2 + s) / 2)
-    out = img.resize((side, side), Image.Resampling.BILINEAR, box=box)
-    return to_chw(out)
+    with _open(path) as src:
+        w, h = src.size
+        short = min(w, h)
+        img = _decoded(src, mode, (side * w / short, side * h / short))
+        w2, h2 = img.size
+        s = min(w2, h2)
+        box = ((w2 - s) / 2, (h2 - s) / 2, (w2 + s) / 2, (h2 + s) / 2)
+        return to_chw(img.resize((side, side), Image.Resampling.BILINEAR, box=box))
 
 
 def eval_crop(path: str, size: int, mode: str) -> np.ndarray:
     """Evaluation view: the shorter side resized to ``size / 0.875``, then the centre ``size × size``."""
     from PIL import Image
 
-    w, h = _source_size(path)
-    short = min(w, h)
-    resized = size / EVAL_CROP
-    img = open_image(path, mode, (resized * w / short, resized * h / short))
-    w2, h2 = img.size
-    s = min(w2, h2) * EVAL_CROP  # the centre crop, in this image's pixels
-    box = ((w2 - s) / 2, (h2 - s) / 2, (w2 + s) / 2, (h2 + s) / 2)
-    return to_chw(img.resize((size, size), Image.Resampling.BILINEAR, box=box))
+    with _open(path) as src:
+        w, h = src.size
+        short = min(w, h)
+        resized = size / EVAL_CROP
+        img = _decoded(src, mode, (resized * w / short, resized * h / short))
+        w2, h2 = img.size
+        s = min(w2, h2) * EVAL_CROP  # the centre crop, in this image's pixels
+        box = ((w2 - s) / 2, (h2 - s) / 2, (w2 + s) / 2, (h2 + s) / 2)
+        return to_chw(img.resize((size, size), Image.Resampling.BILINEAR, box=box))
 
 
 def crop_box(w: int, h: int, scale: tuple[float, float], rng: random.Random,
@@ -193,13 +197,14 @@ def random_crop(path: str, size: int, mode: str, scale: tuple[float, float], fli
     left-right flip with probability 0.5 when ``flip``."""
     from PIL import Image
 
-    w, h = _source_size(path)
-    x0, y0, x1, y1 = crop_box(w, h, scale, rng)
-    mirror = flip and rng.random() < 0.5
-    shrink = min(x1 - x0, y1 - y0) / size  # how far the crop can be reduced at decode time
-    img = open_image(path, mode, (w / shrink, h / shrink) if shrink > 1 else None)
-    fx, fy = img.size[0] / w, img.size[1] / h
-    out = img.resize((size, size), Image.Resampling.BILINEAR, box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy))
+    with _open(path) as src:
+        w, h = src.size
+        x0, y0, x1, y1 = crop_box(w, h, scale, rng)
+        mirror = flip and rng.random() < 0.5
+        shrink = min(x1 - x0, y1 - y0) / size  # how far the crop can be reduced at decode time
+        img = _decoded(src, mode, (w / shrink, h / shrink) if shrink > 1 else None)
+        fx, fy = img.size[0] / w, img.size[1] / h
+        out = img.resize((size, size), Image.Resampling.BILINEAR, box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy))
     if mirror:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return to_chw(out)

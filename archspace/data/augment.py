@@ -49,6 +49,18 @@ def sample_beta(alpha: float, generator: torch.Generator) -> float:
     return 0.5 if a + b == 0 else a / (a + b)
 
 
+def crop_grid(sx: Tensor, cx: Tensor, sy: Tensor, cy: Tensor, out_h: int, out_w: int) -> Tensor:
+    """The sampling grid ``(N, out_h, out_w, 2)`` of per-image scales and shifts: what
+    ``F.affine_grid`` gives for ``theta = [[sx, 0, cx], [0, sy, cy]]`` (``align_corners=False``),
+    built without its batched matrix product (the crop's main cost on a CPU)."""
+    n = sx.shape[0]
+    bx = torch.linspace(-1.0, 1.0, out_w, device=sx.device, dtype=sx.dtype) * ((out_w - 1) / out_w)
+    by = torch.linspace(-1.0, 1.0, out_h, device=sx.device, dtype=sx.dtype) * ((out_h - 1) / out_h)
+    gx = cx[:, None] + sx[:, None] * bx[None, :]
+    gy = cy[:, None] + sy[:, None] * by[None, :]
+    return torch.stack((gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)), dim=-1)
+
+
 class Augment:
     """Random resized crop, horizontal flip, label smoothing, mixup and cutmix on a float batch.
 
@@ -163,11 +175,7 @@ class Augment:
         if self.flip:
             flip = _rand(generator, n).to(x.device) < 0.5
             sx = torch.where(flip, -cw, cw)
-        theta = torch.zeros(n, 2, 3, device=x.device, dtype=torch.float32)
-        theta[:, 0, 0], theta[:, 0, 2] = sx, cx
-        theta[:, 1, 1], theta[:, 1, 2] = ch, cy
-        out = [n, x.shape[1], self.size or h, self.size or w]
-        grid = F.affine_grid(theta.to(x.dtype), out, align_corners=False)
+        grid = crop_grid(sx, cx, ch, cy, self.size or h, self.size or w).to(x.dtype)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _cutmix(self, x: Tensor, perm: Tensor, lam: float, generator: torch.Generator) -> tuple[Tensor, float]:
