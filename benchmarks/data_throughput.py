@@ -259,13 +259,21 @@ def _no_draft():
     """Patch archspace's decoder so that it never asks Pillow for a reduced-scale decode; returns the undo."""
     from archspace.data import _decode
 
-    original = _decode.open_image
+    original = _decode._decoded
 
-    def open_image(path, mode, want=None):
-        return original(path, mode, None)
+    def decoded(img, mode, want=None):
+        return original(img, mode, None)
 
-    _decode.open_image = open_image
-    return lambda: setattr(_decode, "open_image", original)
+    _decode._decoded = decoded
+    return lambda: setattr(_decode, "_decoded", original)
+
+
+def source_size(path: str) -> tuple[int, int]:
+    """The image's size from its header (what the decoder reads before deciding the crop)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.size
 
 
 def stream_profile(bundle, size: int, scale: tuple[float, float], count: int) -> dict:
@@ -294,7 +302,7 @@ def stream_profile(bundle, size: int, scale: tuple[float, float], count: int) ->
     plans = []  # what random_crop decides for each sample
     for k, i in enumerate(picks):
         rng = random.Random(sample_seed(0, 1, i))
-        w, h = D._source_size(paths[k])
+        w, h = source_size(paths[k])
         box = D.crop_box(w, h, scale, rng)
         shrink = min(box[2] - box[0], box[3] - box[1]) / size
         plans.append((w, h, box, (w / shrink, h / shrink) if shrink > 1 else None))
@@ -311,7 +319,7 @@ def stream_profile(bundle, size: int, scale: tuple[float, float], count: int) ->
     plain.samples = [(p, 0) for p in paths]
     plain.size, plain.scale, plain.ratio = size, scale, (3.0 / 4.0, 4.0 / 3.0)
     out = {
-        "header": per_image(lambda k: D._source_size(paths[k])),
+        "header": per_image(lambda k: source_size(paths[k])),
         "decode_draft": per_image(lambda k: D.open_image(paths[k], "RGB", plans[k][3])),
         "decode_full": per_image(lambda k: D.open_image(paths[k], "RGB", None)),
         "resize": per_image(resize),
