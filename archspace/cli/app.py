@@ -177,8 +177,12 @@ def train(
     ema: Optional[float] = typer.Option(None, "--ema", help="EMA decay of the weights, e.g. 0.999."),
     clip_grad: Optional[float] = typer.Option(None, "--clip-grad", help="Clip the gradient norm."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast and channels-last on cuda)."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    device: str = typer.Option("auto", "--device", help="auto (the accelerator, else the cpu), cpu, or e.g. cuda, cuda:1."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 autocast (default: bf16 on "
+                                            "an accelerator, fp32 on the cpu; fp16 needs an accelerator)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="Channels-last "
+                                                 "memory format (default: on an accelerator)."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (inductor; also on the cpu)."),
     set_: List[str] = typer.Option([], "--set", "-s", help="Override a spec path: PATH=VALUE. Repeatable."),
     size: Optional[int] = typer.Option(None, "--size", help="Input resolution (overrides input.size)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/train/<spec name>, "
@@ -235,7 +239,11 @@ def train(
                              batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                              warmup_epochs=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
                              random_resized_crop=crop, flip=flip, ema=ema, clip_grad=clip_grad, seed=seed,
-                             device=device, compile=compile_model)
+                             device=device, precision=precision, channels_last=channels_last,
+                             compile=compile_model)
+        from ..train.loop import settings_of
+
+        settings_of(config)  # a device setting this machine cannot run: before any data is loaded
         network = load_spec(spec, set_, size)
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir, loader=config.loader)

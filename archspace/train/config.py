@@ -44,8 +44,14 @@ class TrainConfig(SpecModel):
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights (e.g. 0.999); off if unset.")
     clip_grad: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|[a-z_]+(:[0-9]+)?)$",
+                        description="auto (the accelerator torch sees, else the cpu), cpu, or a device such as "
+                                    "cuda, cuda:1, xpu, mps.")
+    precision: Literal["fp32", "bf16", "fp16"] | None = Field(
+        None, description="Autocast precision of the forward pass (default: bf16 on an accelerator, fp32 on the "
+                          "cpu); fp16 adds a gradient scaler and needs an accelerator.")
+    channels_last: bool | None = Field(None, description="Channels-last memory format (default: on an accelerator).")
+    compile: bool = Field(False, description="Wrap the model in torch.compile (inductor; runs on the cpu too).")
     eval_batch_size: PositiveInt = 256
     checkpoint: bool = Field(True, description="Write a checkpoint after every epoch (needed by --resume).")
     checkpoint_steps: PositiveInt | None = Field(None, description="Also write a checkpoint every this many steps "

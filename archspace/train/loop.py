@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +36,7 @@ from ..spec import NetworkSpec, dump_spec
 from .checkpoint import (append_jsonl, load_checkpoint, save_checkpoint, write_json, write_jsonl,
                          write_text)
 from .config import TrainConfig
+from .device import DeviceSettings, device_settings
 from .optim import lr_at, make_optimizer
 from .rundir import (check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
                      run_files)
@@ -56,6 +56,7 @@ class TrainResult:
     flops: int = 0
     run_dir: str | None = None
     data: dict = field(default_factory=dict)
+    device: dict = field(default_factory=dict)
 
     @property
     def final(self) -> dict:
@@ -70,12 +71,9 @@ class TrainResult:
         return {**asdict(self), "final": self.final, "best_eval_error": self.best_eval_error}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError.single("train.device", "cuda was asked for but no CUDA device is available")
-    return torch.device(name)
+def settings_of(config: TrainConfig) -> DeviceSettings:
+    """The run's resolved device, precision, memory format and compilation (SpecError if bad)."""
+    return device_settings(config.device, config.precision, config.channels_last, config.compile)
 
 
 def check_config(config: TrainConfig, bundle: DataBundle) -> None:
@@ -84,22 +82,18 @@ def check_config(config: TrainConfig, bundle: DataBundle) -> None:
                                                    f"training images of {bundle.name}")
 
 
-def _evaluate(model: nn.Module, bundle: DataBundle, batches: Batches, device, autocast) -> tuple[float, float]:
+def _evaluate(model: nn.Module, bundle: DataBundle, batches: Batches, settings: DeviceSettings) -> tuple[float, float]:
     model.eval()
     loss_sum, wrong, n = 0.0, 0, 0
-    with torch.no_grad(), autocast():
+    device = settings.device
+    with torch.no_grad(), settings.autocast():
         for x, y in batches.val():
-            x, y = _to_device(normalize(x, bundle), device), y.to(device)
+            x, y = settings.prepare(normalize(x.to(device, non_blocking=True), bundle)), y.to(device)
             logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             wrong += (logits.argmax(1) != y).sum().item()
             n += len(y)
     return loss_sum / n, wrong / n
-
-
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 def data_summary(bundle: DataBundle) -> dict:
@@ -126,22 +120,24 @@ class Trainer:
         spec = fit_to_data(spec, bundle)
         self.spec = spec
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.device = resolve_device(config.device)
+        self.settings = settings_of(config)
+        self.device = self.settings.device
         torch.manual_seed(config.seed)
         lowered = lower(spec)
         cost = complexity(lowered)
         self.params, self.flops = cost["params"], cost["flops"]
         self.model = compile_network(lowered).to(self.device)
-        if self.device.type == "cuda":
+        if self.settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = torch.compile(self.model) if self.settings.compile else self.model
+        self.scaler = self.settings.scaler()
         self.optimizer = make_optimizer(self.model, config)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
                     if config.ema else None)
         self.batches = Batches(bundle, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                                seed=config.seed, crop=config.random_resized_crop, scale=config.crop_scale,
                                flip=config.flip, workers=config.loader_workers,
-                               pin_memory=self.device.type == "cuda")
+                               pin_memory=self.device.type != "cpu")
         on_device = not self.batches.per_sample  # crops and flips of whole batches, on the device
         self.augment = Augment(random_resized_crop=config.random_resized_crop and on_device,
                                scale=config.crop_scale, flip=config.flip and on_device, mixup=config.mixup,
@@ -157,9 +153,7 @@ class Trainer:
         self.partial: dict = {}  # that epoch's running sums
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return self.settings.autocast()
 
     # -- checkpoints ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -173,6 +167,7 @@ class Trainer:
             "history": self.history,
             "step": self.step,
             "partial": dict(self.partial),
+            "scaler": self.scaler.state_dict(),
         }
 
     def load_state(self, state: dict) -> None:
@@ -186,6 +181,8 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.step = int(state.get("step") or 0)
         self.partial = dict(state.get("partial") or {})
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     # -- one epoch --------------------------------------------------------------------------
     def train_epoch(self, on_batch: Callable[[int, int], None] | None = None) -> dict:
@@ -200,21 +197,22 @@ class Trainer:
             lr = lr_at(step0 + i, self.total_steps, self.warmup_steps, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            x = normalize(_to_device(x, self.device), self.bundle)
-            y = y.to(self.device)
+            x = normalize(x.to(self.device, non_blocking=True), self.bundle)
+            y = y.to(self.device, non_blocking=True)
             x, target = self.augment(x, y, self.generator)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.settings.prepare(x)
             with self.autocast():
                 logits = self.forward(x).float()
             loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
             if not torch.isfinite(loss):
                 return {"diverged": True, "batch": i, "lr": lr}
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if self.ema is not None:
                 self.ema.update_parameters(model)
             sums["loss"] += loss.item() * len(y)
@@ -234,11 +232,11 @@ class Trainer:
                 "train_time": elapsed, "images_per_s": sums["seen"] / elapsed if elapsed > 0 else 0.0}
 
     def evaluate(self) -> dict:
-        loss, err = _evaluate(self.model, self.bundle, self.batches, self.device, self.autocast)
+        loss, err = _evaluate(self.model, self.bundle, self.batches, self.settings)
         out = {"eval_loss": loss, "eval_error": err}
         if self.ema is not None:
             out["ema_eval_loss"], out["ema_eval_error"] = _evaluate(self.ema.module, self.bundle, self.batches,
-                                                                    self.device, self.autocast)
+                                                                    self.settings)
         return out
 
     # -- the run ----------------------------------------------------------------------------
@@ -272,7 +270,8 @@ class Trainer:
                 status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
         result = TrainResult(status, self.epoch, list(self.history), diverged_epoch, self.params, self.flops,
-                             str(self.out_dir) if self.out_dir else None, data_summary(self.bundle))
+                             str(self.out_dir) if self.out_dir else None, data_summary(self.bundle),
+                             self.settings.as_dict())
         if self.out_dir is not None:
             write_json(self.out_dir / "summary.json", result.as_dict())
         return result
@@ -472,6 +471,7 @@ def train(
             ``--out``, ``--resume`` or ``--overwrite``; see :func:`plan_run`). A diverging run is
             a result, not an error.
     """
+    settings_of(config)  # a device, precision or compile setting this machine cannot run: before anything
     if out_dir is not None and not resume and not overwrite:
         check_free(Path(out_dir))  # before loading any data
     if data is None:
