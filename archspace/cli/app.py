@@ -313,6 +313,7 @@ def search(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the variants the sampler would draw, with cost; train nothing, write nothing."),
     scale: Optional[str] = typer.Option(None, "--scale", help="A named scale of the study (e.g. tiny, cpu, full): its overrides are merged in."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="The data folder (overrides the study's train.data_dir), e.g. where you baked ImageNet."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices dealt round-robin to the --workers (optuna backend): 0,1,2,3 or cuda:0,cuda:1 (default: every accelerator device here). More workers than devices pack trials onto each."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (live view and summary) or json."),
 ) -> None:
     """Search a design space: sample, check analytically, train, record, resume.
@@ -332,6 +333,7 @@ def search(
       archspace search my-study.yaml --storage postgresql://me@db/archspace
       archspace search my-study.yaml --backend ray --address auto
       archspace search studies/vitc-edf-adamw.yaml --scale full --data-dir /data/imagenet-64
+      archspace search studies/vitc-edf-adamw.yaml --scale full --workers 16 --devices 0,1,2,3,4,5,6,7
     """
     worker = os.environ.get("ARCHSPACE_WORKER") == "1"
     data_dir = data_dir.expanduser().resolve() if data_dir is not None else None
@@ -385,7 +387,8 @@ def search(
         with view, _stop_on_sigterm():
             summary = run_search(study, run_dir=run_dir, storage=storage, trials=trials, backend=backend,
                                  workers=workers, argv=argv + (["--out", str(run_dir)] if not out_dir else []),
-                                 on_trial=view.on_trial, on_epoch=view.on_epoch, address=address, checked=True)
+                                 on_trial=view.on_trial, on_epoch=view.on_epoch, address=address, checked=True,
+                                 devices=devices)
         if fmt == Format.json:
             print(json.dumps(summary))
             return

@@ -309,9 +309,20 @@ def objective_values(study: Study, eval_error: float, point: Point) -> tuple[flo
     return values[0] if len(values) == 1 else tuple(values)
 
 
+DEVICE_ENV = "ARCHSPACE_DEVICE"
+"""A worker's device (``cuda:1``, ``cpu``, ...), set per worker by ``archspace search --devices``:
+its trials train there (``train.device`` does not change what is trained)."""
+
+
+def worker_device() -> str | None:
+    return os.environ.get(DEVICE_ENV) or None
+
+
 def make_objective(study: Study, run_dir: Path, budget: int,
-                   on_epoch: Callable[[int, dict], None] | None = None) -> Callable[[optuna.trial.Trial], Any]:
-    owner = {"host": socket.gethostname(), "pid": os.getpid()}
+                   on_epoch: Callable[[int, dict], None] | None = None,
+                   device: str | None = None) -> Callable[[optuna.trial.Trial], Any]:
+    device = device or worker_device()
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), **({"device": device} if device else {})}
 
     def objective(trial: optuna.trial.Trial):
         trial.set_user_attr("owner", owner)
@@ -356,7 +367,8 @@ def make_objective(study: Study, run_dir: Path, budget: int,
         out = Path(resumed_dir) if resumed_dir else run_dir / "trials" / f"{trial.number:05d}"
         trial.set_user_attr("run_dir", str(out))
         try:
-            result = train(point.spec, point.train, out, resume=resumed_dir is not None, callback=report)
+            recipe = point.train.model_copy(update={"device": device}) if device else point.train
+            result = train(point.spec, recipe, out, resume=resumed_dir is not None, callback=report)
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("reason", "interrupted; queued again, to resume from its last checkpoint")
@@ -404,7 +416,7 @@ def grid_exhausted(study: Study, ostudy: optuna.Study) -> bool:
 def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
                on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
                on_epoch: Callable[[int, dict], None] | None = None, max_rejections: int = 500,
-               max_failures: int = 3) -> optuna.Study:
+               max_failures: int = 3, device: str | None = None) -> optuna.Study:
     """Run trials in this process until the study holds ``budget`` trained trials.
 
     Queued trials (retries of dead or interrupted ones) are taken first. When the budget is
@@ -438,7 +450,7 @@ def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
                 break
             time.sleep(1.0)  # other processes hold the last slots: wait, taking over any that dies
             continue
-        ostudy.optimize(make_objective(study, run_dir, budget, on_epoch), n_trials=None, catch=(Rejected,),
+        ostudy.optimize(make_objective(study, run_dir, budget, on_epoch, device), n_trials=None, catch=(Rejected,),
                         callbacks=[stop_when_done], gc_after_trial=False)
         if streak["rejected"] >= max_rejections:
             raise SpecError.single("space.constraints", f"{max_rejections} points in a row were rejected: "

@@ -122,13 +122,56 @@ def size_spread(params: list[float]) -> dict[str, float] | None:
     return {"min": min(values), "max": max(values), "ratio": ratio(values)}
 
 
-def spawn_workers(argv: list[str], n: int, storage: str) -> list[subprocess.Popen]:
-    """Start ``n`` more worker processes on the same storage (the same command line)."""
+def worker_devices(devices: str | None, workers: int) -> list[str | None]:
+    """The device of each of ``workers`` workers: ``devices`` (comma-separated: ``0,1`` on this
+    machine's accelerator, or names such as ``cuda:1``, ``cpu``) dealt round-robin; by default
+    every accelerator device of this machine, or none (the trials' own ``train.device``).
+
+    Raises:
+        SpecError: on ``--devices``: an empty entry or a device this machine lacks.
+    """
+    from ..train.device import accelerator, resolve_device
+
+    found = accelerator()
+    if devices is None:
+        if found is None:
+            return [None] * workers
+        count = torch_device_count()
+        names = [f"{found.type}:{i}" for i in range(count)]
+    else:
+        names = []
+        for part in devices.split(","):
+            part = part.strip()
+            if not part:
+                raise SpecError.single("--devices", f"an empty entry in {devices!r} (e.g. 0,1 or cuda:0,cuda:1)")
+            names.append(f"{found.type if found is not None else 'cuda'}:{part}" if part.isdigit() else part)
+        for name in names:
+            try:
+                resolve_device(name)
+            except SpecError as exc:
+                raise SpecError.single("--devices", exc.problems[0].message) from None
+    return [names[i % len(names)] for i in range(workers)]
+
+
+def torch_device_count() -> int:
+    import torch
+
+    return torch.accelerator.device_count() if hasattr(torch, "accelerator") else torch.cuda.device_count()
+
+
+def spawn_workers(argv: list[str], n: int, storage: str, devices: list[str | None] | None = None
+                  ) -> list[subprocess.Popen]:
+    """Start ``n`` more worker processes on the same storage (the same command line); worker
+    ``i`` trains on ``devices[i]`` when given."""
+    from .optuna_backend import DEVICE_ENV
+
     exe = [sys.executable, "-m", "archspace.cli.app", "search"]
     procs = []
-    for _ in range(n):
+    for i in range(n):
         env = dict(os.environ, ARCHSPACE_WORKER="1", OMP_WAIT_POLICY="PASSIVE",
                    OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (n + 1))))
+        if devices and devices[i]:
+            env[DEVICE_ENV] = devices[i]
         procs.append(subprocess.Popen([*exe, *argv, "--workers", "1", "--storage", storage, "--format", "json"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     return procs
@@ -181,10 +224,12 @@ def check_inputs(study: Study, storage: str | None, run_dir: Path | None = None)
 def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: int | None = None,
            backend: str | None = None, workers: int = 1, argv: list[str] | None = None,
            on_trial: Callable | None = None, on_epoch: Callable | None = None, address: str | None = None,
-           checked: bool = False) -> dict[str, Any]:
+           checked: bool = False, devices: str | None = None) -> dict[str, Any]:
     """Run (or resume) a study until it holds its budget of trained trials.
 
     Args:
+        devices: Devices dealt round-robin to the workers of the optuna backend (see
+            :func:`worker_devices`); several workers on one device pack small trials onto it.
         checked: :func:`check_inputs` has already run.
     """
     from .optuna_backend import default_storage, run_worker
@@ -195,6 +240,8 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     url = storage or default_storage(run_dir)
     if not checked:
         check_inputs(study, storage, run_dir)  # before anything is written
+    # a spawned worker has its device in its environment; here, worker 0 is this process
+    dealt = [None] * workers if os.environ.get("ARCHSPACE_WORKER") == "1" else worker_devices(devices, workers)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(run_dir, url, study.name)
     run_dir = run_dir.resolve()  # trial records name their directories absolutely
@@ -203,13 +250,13 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
 
         ostudy = run_ray(study, url, run_dir, budget, address=address, on_trial=on_trial, on_epoch=on_epoch)
         return summarize(ostudy)
-    procs = spawn_workers(argv or [], workers - 1, url) if workers > 1 else []
+    procs = spawn_workers(argv or [], workers - 1, url, dealt[1:]) if workers > 1 else []
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     import torch
 
     torch.set_num_threads(threads)
     try:
-        ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch)
+        ostudy = run_worker(study, url, run_dir, budget, on_trial=on_trial, on_epoch=on_epoch, device=dealt[0])
     except BaseException:  # interrupted (SIGTERM, Ctrl-C) or failed: stop the workers cleanly too
         for p in procs:
             if p.poll() is None:
