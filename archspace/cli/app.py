@@ -163,6 +163,8 @@ def train(
                                                  "streamed folder (default: the CPUs, at most 8)."),
     checkpoint_steps: Optional[int] = typer.Option(None, "--checkpoint-steps", help="Also checkpoint every N steps "
                                                    "inside an epoch (a killed run resumes there)."),
+    nproc: int = typer.Option(1, "--nproc", help="Processes of one data-parallel trial (torchrun; gloo on the cpu, "
+                              "nccl on CUDA): the batch is split across them; rank 0 writes the run."),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per step."),
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
@@ -208,6 +210,7 @@ def train(
       archspace train vit_c-1gf --size 32 --optimizer sgd --lr 0.1 --out runs/vitc
       archspace train coatnet-0 --size 64 --data baked --data-dir ~/data/imagenet-64 --crop --flip
       archspace train convnext-t --data imagefolder --data-dir ~/data/imagenet --loader stream --crop --flip
+      archspace train my-net.yaml --nproc 4 --batch-size 256 --out runs/dp  # one trial, 4 processes
       archspace train my-net.yaml --out runs/a --resume              # continue it
       archspace train my-net.yaml --out runs/a --resume --epochs 20  # extend it
       archspace train my-net.yaml --out runs/a --overwrite           # replace it
@@ -224,6 +227,13 @@ def train(
         from ..train.loop import check_config
         from ..train.rundir import check_free, check_resumable, free_run_dir
 
+        from ..train.distributed import ranks_from_env
+
+        ranks = ranks_from_env()
+        if nproc < 1:
+            raise SpecError.single("--nproc", f"must be at least 1, got {nproc}")
+        if not ranks.main:  # another rank of a data-parallel run: rank 0 prints
+            out.quiet = err.quiet = True
         if resume and out_dir is None:
             raise SpecError.single("--resume", "needs --out, the run directory to continue")
         if resume and overwrite:
@@ -247,9 +257,14 @@ def train(
         network = load_spec(spec, set_, size)
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir, loader=config.loader)
-        check_config(config, bundle)
+        check_config(config, bundle, max(nproc, ranks.world))
         show = fmt == Format.table
         note = out if show else err  # what happens to the run directory: stdout in table mode, else stderr
+        if nproc > 1 and not ranks.parallel:  # every check has passed: start the ranks, which train
+            run_dir = out_dir if out_dir is not None else free_run_dir(Path("runs") / "train" /
+                                                                       (network.name or Path(spec).stem))
+            status["code"] = _launch_ranks(nproc, run_dir, out_dir is None)
+            return
         note.print(f"data: {bundle.note}", markup=False, highlight=False, soft_wrap=True)
         if out_dir is not None:
             run_dir = out_dir
@@ -283,8 +298,10 @@ def train(
 
             result = train_run(network, config, run_dir, resume=resume, overwrite=overwrite, data=bundle,
                                on_batch=on_batch, on_epoch=on_epoch, on_start=on_start)
-        if result.status == "diverged":
+        if result.status == "diverged" and not ranks.parallel:  # under torchrun the launcher says so
             status["code"] = EXIT_DIVERGED
+        if not ranks.main:
+            return
         if fmt == Format.json:
             print(json.dumps(result.as_dict()))
             return
@@ -299,6 +316,38 @@ def train(
     _fail_on_spec_errors(run, spec)
     if status["code"]:
         raise typer.Exit(status["code"])
+
+
+def _launch_ranks(nproc: int, run_dir: Path, add_out: bool) -> int:
+    """Run this ``train`` command again as ``nproc`` ranks under torchrun; its exit status
+    (0 complete, 3 diverged, else the ranks' failure)."""
+    import subprocess
+
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    if add_out:
+        args += ["--out", str(run_dir)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "archspace.cli.app", *args]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
+                                                          str(max(1, (os.cpu_count() or 1) // nproc))))
+    code = subprocess.run(cmd, env=env).returncode
+    if code != 0:
+        return code
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return EXIT_DIVERGED if summary.get("status") == "diverged" else 0
 
 
 @app.command()

@@ -63,8 +63,9 @@ class _EpochSampler:
     """Batch sampler of the streamed path: the batches of one epoch from a given step, each a
     list of ``(index, sample seed)``."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world = rank, world
         self.epoch, self.start = 0, 0
 
     def set(self, epoch: int, start: int) -> None:
@@ -75,8 +76,9 @@ class _EpochSampler:
 
     def __iter__(self):
         order = epoch_order(self.n, self.seed, self.epoch).tolist()
+        local = self.batch_size // self.world
         for b in range(self.start, self.n // self.batch_size):
-            chunk = order[b * self.batch_size:(b + 1) * self.batch_size]
+            chunk = order[b * self.batch_size:(b + 1) * self.batch_size][self.rank * local:(self.rank + 1) * local]
             yield [(i, sample_seed(self.seed, self.epoch, i)) for i in chunk]
 
 
@@ -135,18 +137,23 @@ class Batches:
             the device.
         workers: Loader worker processes of the streamed path (``None``: :func:`default_workers`).
         pin_memory: Pin streamed batches (for a CUDA device).
+        rank, world: A data-parallel run's rank and size: each step's global batch of
+            ``batch_size`` is split into ``world`` equal parts, this rank taking part ``rank``.
     """
 
     def __init__(self, bundle: DataBundle, *, batch_size: int, eval_batch_size: int, seed: int, crop: bool = False,
                  scale: tuple[float, float] = (0.35, 1.0), flip: bool = False, workers: int | None = None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} does not split into {world} equal parts")
         self.bundle, self.batch_size, self.eval_batch_size, self.seed = bundle, batch_size, eval_batch_size, seed
+        self.rank, self.world = rank, world
         self.steps_per_epoch = len(bundle.train) // batch_size
         self.workers = default_workers() if workers is None else workers
         self._train_loader = self._val_loader = None
         if bundle.path == "stream":
             size, channels = bundle.input_size, bundle.channels
-            self._sampler = _EpochSampler(len(bundle.train), batch_size, seed)
+            self._sampler = _EpochSampler(len(bundle.train), batch_size, seed, rank, world)
             common = dict(num_workers=self.workers, pin_memory=pin_memory, persistent_workers=self.workers > 0)
             if self.workers > 0:
                 common["prefetch_factor"] = 4
@@ -168,8 +175,9 @@ class Batches:
             return
         split, bs = self.bundle.train, self.batch_size
         order = epoch_order(len(split), self.seed, epoch)
+        local = bs // self.world
         for b in range(start, self.steps_per_epoch):
-            idx = order[b * bs:(b + 1) * bs]
+            idx = order[b * bs:(b + 1) * bs][self.rank * local:(self.rank + 1) * local]
             yield split.gather(idx), split.labels[idx]
 
     def val(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +37,7 @@ from .checkpoint import (append_jsonl, load_checkpoint, save_checkpoint, write_j
                          write_text)
 from .config import TrainConfig
 from .device import DeviceSettings, device_settings
+from .distributed import barrier, from_main, gather, ranks_from_env, start as start_ranks, sum_over_ranks
 from .optim import lr_at, make_optimizer
 from .rundir import (check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
                      run_files)
@@ -76,7 +77,10 @@ def settings_of(config: TrainConfig) -> DeviceSettings:
     return device_settings(config.device, config.precision, config.channels_last, config.compile)
 
 
-def check_config(config: TrainConfig, bundle: DataBundle) -> None:
+def check_config(config: TrainConfig, bundle: DataBundle, world: int = 1) -> None:
+    if config.batch_size % world:
+        raise SpecError.single("train.batch_size", f"{config.batch_size} does not split into {world} equal parts "
+                                                   f"(one per process of --nproc {world})")
     if config.batch_size > len(bundle.train):
         raise SpecError.single("train.batch_size", f"{config.batch_size} is larger than the {len(bundle.train)} "
                                                    f"training images of {bundle.name}")
@@ -119,9 +123,15 @@ class Trainer:
         self.bundle = bundle
         spec = fit_to_data(spec, bundle)
         self.spec = spec
+        self.ranks = ranks = ranks_from_env()
+        settings = settings_of(config)
+        if ranks.parallel and settings.device.type != "cpu" and settings.device.index is None:
+            settings = replace(settings, device=torch.device(settings.device.type, ranks.local_rank))
+        self.settings = settings
+        self.device = settings.device
+        start_ranks(ranks, self.device)
+        self.main = ranks.main  # writes the run's files
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.settings = settings_of(config)
-        self.device = self.settings.device
         torch.manual_seed(config.seed)
         lowered = lower(spec)
         cost = complexity(lowered)
@@ -129,7 +139,17 @@ class Trainer:
         self.model = compile_network(lowered).to(self.device)
         if self.settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if self.settings.compile else self.model
+        self.wrapped = self.model
+        if ranks.parallel:
+            import warnings
+
+            from torch.nn.parallel import DistributedDataParallel
+
+            # a 1x1 convolution's gradient may come channels-last: a copy into its bucket, not an error
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            self.wrapped = DistributedDataParallel(self.model, device_ids=None if self.device.type == "cpu"
+                                                   else [self.device.index])
+        self.forward = torch.compile(self.wrapped) if self.settings.compile else self.wrapped
         self.scaler = self.settings.scaler()
         self.optimizer = make_optimizer(self.model, config)
         self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
@@ -137,13 +157,13 @@ class Trainer:
         self.batches = Batches(bundle, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
                                seed=config.seed, crop=config.random_resized_crop, scale=config.crop_scale,
                                flip=config.flip, workers=config.loader_workers,
-                               pin_memory=self.device.type != "cpu")
+                               pin_memory=self.device.type != "cpu", rank=ranks.rank, world=ranks.world)
         on_device = not self.batches.per_sample  # crops and flips of whole batches, on the device
         self.augment = Augment(random_resized_crop=config.random_resized_crop and on_device,
                                scale=config.crop_scale, flip=config.flip and on_device, mixup=config.mixup,
                                cutmix=config.cutmix, num_classes=bundle.num_classes,
                                label_smoothing=config.label_smoothing, size=bundle.input_size)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed + 1_000_003 * ranks.rank)
         self.steps_per_epoch = steps_per_epoch(config, bundle)
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
@@ -175,7 +195,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
-        self.generator.set_state(state["generator"])
+        generators = state.get("generators") or []
+        mine = generators[self.ranks.rank] if len(generators) == self.ranks.world else state["generator"]
+        self.generator.set_state(mine)
         torch.set_rng_state(state["torch_rng"])
         self.history = list(state["history"])
         self.epoch = int(state["epoch"])
@@ -204,7 +226,10 @@ class Trainer:
             with self.autocast():
                 logits = self.forward(x).float()
             loss = torch.sum(-target * F.log_softmax(logits, dim=1), dim=1).mean()
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if self.ranks.parallel:  # every rank stops together
+                finite = sum_over_ranks([0.0 if finite else 1.0], self.device)[0] == 0
+            if not finite:
                 return {"diverged": True, "batch": i, "lr": lr}
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -227,11 +252,19 @@ class Trainer:
                 self._persist_step()
         elapsed = sums["time"] + time.perf_counter() - start
         self.step, self.partial = 0, {}
+        if self.ranks.parallel:  # the epoch's numbers over the global batches
+            sums["loss"], sums["wrong"], sums["seen"] = sum_over_ranks([sums["loss"], sums["wrong"], sums["seen"]],
+                                                                       self.device)
         seen = max(sums["seen"], 1)
         return {"train_loss": sums["loss"] / seen, "train_error": sums["wrong"] / seen, "lr": lr,
                 "train_time": elapsed, "images_per_s": sums["seen"] / elapsed if elapsed > 0 else 0.0}
 
     def evaluate(self) -> dict:
+        """Validation on rank 0 (the whole split, the unwrapped model); every rank gets its numbers."""
+        out = self._evaluate() if self.main else None
+        return from_main(out) if self.ranks.parallel else out
+
+    def _evaluate(self) -> dict:
         loss, err = _evaluate(self.model, self.bundle, self.batches, self.settings)
         out = {"eval_loss": loss, "eval_error": err}
         if self.ema is not None:
@@ -269,28 +302,35 @@ class Trainer:
             if callback is not None and callback(row) and self.epoch < self.config.epochs:
                 status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
+        device = {**self.settings.as_dict(), "processes": self.ranks.world}
         result = TrainResult(status, self.epoch, list(self.history), diverged_epoch, self.params, self.flops,
-                             str(self.out_dir) if self.out_dir else None, data_summary(self.bundle),
-                             self.settings.as_dict())
-        if self.out_dir is not None:
+                             str(self.out_dir) if self.out_dir else None, data_summary(self.bundle), device)
+        if self.out_dir is not None and self.main:
             write_json(self.out_dir / "summary.json", result.as_dict())
         return result
 
+    def _save(self) -> None:
+        """The checkpoint, written by rank 0 alone (atomically) with every rank's generator."""
+        generators = gather(self.generator.get_state()) if self.ranks.parallel else None
+        if self.out_dir is None or not self.config.checkpoint or not self.main:
+            return
+        state = self.state()
+        if generators is not None:
+            state["generators"] = generators
+        save_checkpoint(self.out_dir / "checkpoint.pt", state)
+
     def _persist_step(self) -> None:
-        if self.out_dir is not None and self.config.checkpoint:
-            save_checkpoint(self.out_dir / "checkpoint.pt", self.state())
+        self._save()
 
     def _persist_epoch(self, row: dict) -> None:
-        if self.out_dir is None:
-            return
-        if self.config.checkpoint:
-            save_checkpoint(self.out_dir / "checkpoint.pt", self.state())
-        append_jsonl(self.out_dir / "metrics.jsonl", row)
+        self._save()
+        if self.out_dir is not None and self.main:
+            append_jsonl(self.out_dir / "metrics.jsonl", row)
 
     def start_files(self, resumed: bool = False) -> None:
         """Write spec.yaml, config.json and metrics.jsonl (the history so far); summary.json is
         written when the run ends, so a run in progress (fresh or resumed) has none."""
-        if self.out_dir is None:
+        if self.out_dir is None or not self.main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.out_dir / "spec.yaml", dump_spec(self.spec))
@@ -477,7 +517,8 @@ def train(
     if data is None:
         data = load_data(config.data, size=spec.input.size, channels=spec.input.channels,
                          data_dir=config.data_dir, seed=0, loader=config.loader)
-    check_config(config, data)
+    ranks = ranks_from_env()
+    check_config(config, data, ranks.world)
     spec = fit_to_data(spec, data)
     plan = plan_run(spec, config, out_dir, data, resume=resume, overwrite=overwrite)
     if on_start is not None:
@@ -491,7 +532,8 @@ def train(
         except Exception as exc:  # a checkpoint from another spec or a damaged file
             raise SpecError([Problem("--resume", f"cannot resume from {plan.out_dir / 'checkpoint.pt'}: "
                                                  f"{type(exc).__name__}: {exc}")]) from None
-    if plan.remove:
+    barrier()  # every rank has checked the run directory before rank 0 writes to it
+    if plan.remove and trainer.main:
         clear_run(plan.out_dir)
     trainer.start_files(plan.mode == "resume")
     return trainer.run(callback, on_batch, on_epoch)
