@@ -189,7 +189,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
     exe = Path(sys.executable).with_name("archspace")
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics = out / "metrics.jsonl"
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
             break
