@@ -51,7 +51,8 @@ def test_fp32_and_bf16_training_on_the_cpu_both_learn(tmp_path, data, precision)
     config = load_config(data="synthetic", epochs=4, batch_size=32, lr=3e-3, precision=precision, seed=0)
     result = train(SPEC, config, tmp_path / precision, data=data)
     assert result.status == "complete"
-    assert result.device == {"device": "cpu", "precision": precision, "channels_last": False, "compile": False}
+    assert result.device == {"device": "cpu", "precision": precision, "channels_last": False, "compile": False,
+                             "processes": 1}
     assert result.final["eval_error"] < 0.4  # 4 classes: chance is 0.75
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     summary = json.loads((tmp_path / precision / "summary.json").read_text())
