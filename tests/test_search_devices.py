@@ -29,7 +29,8 @@ def test_each_worker_trains_on_its_device_and_records_it(tmp_path: Path):
     out = tmp_path / "out"
     summary = assert_ok(run_search(study_file, "--out", out, "--workers", "2", "--devices", "cpu,cpu",
                                    "--format", "json"))
-    assert summary["counts"] == {"complete": 3}, summary["counts"]
+    # two workers may both draw the last slot: the later one records a surplus trial, untrained
+    assert summary["counts"]["complete"] == 3 and set(summary["counts"]) <= {"complete", "surplus"}, summary["counts"]
     done = trained(load(sqlite_url(out / "study.db")))
     assert {t.user_attrs["owner"]["device"] for t in done} == {"cpu"}
     assert len({t.user_attrs["owner"]["pid"] for t in done}) <= 2
