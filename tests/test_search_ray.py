@@ -89,12 +89,14 @@ def test_same_store_as_the_optuna_backend(tmp_path):
 
     for r, o in zip(trials(tmp_path / "ray"), trials(tmp_path / "optuna")):
         assert r.state == o.state
-        assert set(r.user_attrs) - {"backend", "ray_trial_id"} == set(o.user_attrs)
+        assert set(r.user_attrs) - {"backend", "ray_trial_id", "node"} == set(o.user_attrs)
         assert r.intermediate_values.keys() == o.intermediate_values.keys()
         if r.user_attrs["status"] == "complete":
             assert [h["epoch"] for h in r.user_attrs["history"]] == [1, 2]
             assert r.user_attrs["history"][0].keys() == o.user_attrs["history"][0].keys()
             assert r.user_attrs["versions"]["ray"] == ray.__version__
+            # the node it ran on: this machine's (the module's local Ray runtime has one node)
+            assert r.user_attrs["node"]["id"] == ray.get_runtime_context().get_node_id()
             assert (tmp_path / "ray" / "trials" / f"ray-{r.user_attrs['ray_trial_id']}" / "summary.json").is_file()
 
 

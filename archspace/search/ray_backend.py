@@ -14,8 +14,16 @@ Results go to the same Optuna store as the Optuna backend: one Optuna trial per 
 trial, with the same attributes (plus ``backend: ray`` and ``ray_trial_id``), so the
 summary, records and later analysis do not care which backend ran. The driver writes the
 store (workers need Ray and archspace, not the store); ``owner`` is the worker process that
-trained the trial. The budget counts trained trials, as in the Optuna backend; running
-again on the same store resumes, with new draws.
+trained the trial and ``node`` the Ray node it ran on (``id``, ``ip``, ``host``). The budget
+counts trained trials, as in the Optuna backend; running again on the same store resumes,
+with new draws.
+
+A trial whose worker dies (its node is lost, the process is killed) is retried by Ray Tune,
+up to :data:`RETRIES` times, as the same Ray trial: the searcher is told only when it ends,
+so it is written once and counted once. The retry continues from the trial's last
+checkpoint when its directory is reachable (one machine, or a shared run directory), else it
+starts again; ``ray_retries`` and ``ray_failures`` (the node and error of each lost attempt)
+record it, and ``resumed_after_epoch`` the epochs taken from the checkpoint.
 """
 
 from __future__ import annotations
@@ -44,12 +52,14 @@ from .study import Study
 try:
     import ray
     from ray import tune
+    from ray.tune.result import TRAINING_ITERATION
     from ray.tune.search.optuna import OptunaSearch
 except ImportError:  # pragma: no cover - the search extra installs it
     ray = tune = None
     OptunaSearch = object
 
 KEY = "archspace_key"  # constant added to each Ray config: the key of the resolved point
+RETRIES = 2  # times Ray Tune starts a trial again after its worker died (a lost node): 3 attempts in all
 COST = ("params", "flops", "acts")
 
 
@@ -77,8 +87,11 @@ def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int =
 
     torch.set_num_threads(max(1, threads))
     trial_id = tune.get_context().get_trial_id()
+    node = {"node_id": ray.get_runtime_context().get_node_id()}  # Ray adds node_ip, hostname and pid
     cost: dict[str, float] = {}
     epochs_done = 0
+    reported: set[int] = set()
+    plans = []
     try:
         sampled = {k: v for k, v in config.items() if k != KEY}
         point = study.space.resolve(FixedSuggester(strict=True, values=sampled))
@@ -92,28 +105,36 @@ def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int =
         def report(row: dict) -> bool:
             nonlocal epochs_done
             epochs_done = row["epoch"]
+            reported.add(row["epoch"])
             if row["epoch"] >= last:
                 return False  # reported below, with the run's status
             try:
-                tune.report(_metrics(row, cost))
+                tune.report(_metrics(row, cost, **node))
             except SystemExit:  # Ray stops the trial (the scheduler pruned it): end the run cleanly
                 stopped.append(True)
                 return True
             return False
 
-        result = train(point.spec, point.train, Path(run_dir) / "trials" / f"ray-{trial_id}", callback=report)
+        # resume: a retry of this trial (its worker died) continues from the last checkpoint
+        # of the attempt before; a first attempt finds no run there and starts fresh
+        result = train(point.spec, point.train, Path(run_dir) / "trials" / f"ray-{trial_id}", resume=True,
+                       callback=report, on_start=plans.append)
     except Exception as exc:  # noqa: BLE001 - recorded in the store as a failed trial
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         tune.report({"epoch": epochs_done, "eval_error": 1.0, **cost, "final_status": "failed",
-                     "error": f"{type(exc).__name__}: {first}"[:500]})
+                     "error": f"{type(exc).__name__}: {first}"[:500], **node})
         return
     if stopped:
         raise SystemExit(0)
+    extra: dict[str, Any] = dict(node)
+    if plans and plans[0].mode != "fresh":  # epochs taken from the checkpoint of a lost attempt
+        extra["resumed_after_epoch"] = sum(1 for row in result.history if row["epoch"] not in reported)
+    extra["history"] = json.dumps(result.history)  # the driver may have missed a report of a lost attempt
     if result.status == "diverged":
         tune.report({"epoch": result.diverged_epoch, "eval_error": 1.0, **cost, "final_status": "diverged",
-                     "diverged_epoch": result.diverged_epoch})
+                     "diverged_epoch": result.diverged_epoch, **extra})
     else:
-        tune.report(_metrics(result.final, cost, final_status=result.status))
+        tune.report(_metrics(result.final, cost, final_status=result.status, **extra))
 
 
 def _trial_dirname(trial) -> str:
@@ -131,6 +152,8 @@ class _Live:
     params: dict[str, Any]
     distributions: dict[str, Any]
     rows: dict[int, dict] = field(default_factory=dict)
+    node: dict[str, Any] | None = None   # where the current attempt runs (from its reports)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # attempts lost (their worker died)
 
 
 @dataclass
@@ -251,18 +274,30 @@ class ArchspaceSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict):
         st = self._arch
         live = st.live.get(trial_id)
-        if live is None or "row" not in result:
+        if live is None:
+            return
+        if result.get("node_id"):
+            live.node = _node(result)
+        if "row" not in result:
             return
         row = json.loads(result["row"])
         if row["epoch"] in live.rows:
             return
         live.rows[row["epoch"]] = row
-        super().on_trial_result(live.suggestion, result)
+        # the step is the epoch: Ray's training_iteration starts again at 1 when a trial is retried
+        super().on_trial_result(live.suggestion, {**result, TRAINING_ITERATION: row["epoch"]})
         if st.on_epoch is not None:
             try:
                 st.on_epoch(trial_id, row)
             except Exception as exc:  # noqa: BLE001
                 st.error = exc
+
+    def on_trial_retry(self, trial_id: str, error: str) -> None:
+        """Ray Tune starts the trial again (its worker died): note the lost attempt."""
+        live = self._arch.live.get(trial_id)
+        if live is not None:
+            live.failures.append({"node": live.node, "error": error})
+            live.node = None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         st = self._arch
@@ -279,12 +314,23 @@ class ArchspaceSearch(OptunaSearch):
         if "row" in result:
             row = json.loads(result["row"])
             live.rows.setdefault(row["epoch"], row)
+        if result.get("history"):  # the run's own history: epochs a lost attempt reported are in it
+            for row in json.loads(result["history"]):
+                live.rows.setdefault(row["epoch"], row)
         history = [live.rows[e] for e in sorted(live.rows)]
         final_status = result.get("final_status")
         attrs = {**_point_attrs(live.point), **_train_attrs(live.point),
                  "run_dir": str(st.run_dir / "trials" / f"ray-{trial_id}"), "history": history}
         if result.get("hostname") and result.get("pid"):
             attrs["owner"] = {"host": result["hostname"], "pid": result["pid"]}
+        node = _node(result) if result.get("node_id") else live.node
+        if node:
+            attrs["node"] = node
+        if live.failures:
+            attrs["ray_retries"] = len(live.failures)
+            attrs["ray_failures"] = live.failures
+        if result.get("resumed_after_epoch") is not None:
+            attrs["resumed_after_epoch"] = result["resumed_after_epoch"]
         if final_status is None and result.get("done") and history and not error:
             final_status = "pruned"  # stopped by the scheduler
         attrs["final_status"] = final_status or "failed"
@@ -314,7 +360,8 @@ class ArchspaceSearch(OptunaSearch):
         else:
             attrs["status"] = "failed"
             attrs["reason"] = result.get("error") or (
-                "Ray reported an error for this trial (its worker died?); see Ray's logs"
+                f"Ray reported an error for this trial (its worker died?) and gave up after "
+                f"{len(live.failures)} retries; see Ray's logs"
                 if error else "stopped before it finished (interrupted)")
             st.failed_streak += 1
             st.last_failure = attrs["reason"]
@@ -340,6 +387,40 @@ class ArchspaceSearch(OptunaSearch):
         if st.on_trial is not None:
             st.on_trial(st.ostudy, frozen)
         return frozen
+
+
+def _node(result: dict) -> dict[str, Any]:
+    """The Ray node a result came from: its id (``ray.get_runtime_context().get_node_id()``),
+    IP and host name."""
+    return {"id": result.get("node_id"), "ip": result.get("node_ip"), "host": result.get("hostname")}
+
+
+class _Retries(tune.Callback if tune is not None else object):
+    """Tells the searcher when Ray Tune starts a trial again after its worker died (the
+    searcher itself is only told when the trial ends)."""
+
+    def __init__(self, searcher: "ArchspaceSearch"):
+        self._searcher = searcher
+
+    def __getstate__(self):  # pickled with the tuner's configuration; the run uses this object
+        return {}
+
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info):
+        if getattr(self, "_searcher", None) is not None:
+            self._searcher.on_trial_retry(trial.trial_id, _last_error(trial))
+
+
+def _last_error(trial) -> str:
+    """The first line of the trial's last error (Ray writes them to the trial's error file)."""
+    try:
+        text = Path(trial.error_file).read_text() if trial.error_file else ""
+    except OSError:
+        text = ""
+    block = text.rsplit("Failure # ", 1)[-1].splitlines()[1:] if "Failure # " in text else []
+    lines = [line.strip() for line in block if line.strip()]
+    # "The actor died unexpectedly ...", then (a lost node) "The actor died because its node has died. ..."
+    why = next((line for line in lines if line.startswith("The actor died because")), None)
+    return (why or (lines[0] if lines else "") or "the trial's worker died")[:500]
 
 
 def _point_attrs(point: Point) -> dict[str, Any]:
@@ -420,6 +501,29 @@ def _quiet_tune():
             os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
+@contextmanager
+def _ray_errors_to_stderr():
+    """Send the cluster errors Ray's driver prints (``(raylet) The node ... has been marked
+    dead``) to stderr: a background thread prints them on stdout whatever ``log_to_driver``
+    says, and stdout carries ``--format json``. A no-op where Ray's internals differ."""
+    try:
+        from ray._private import worker as ray_worker
+
+        original = ray_worker.print_to_stdstream
+    except (ImportError, AttributeError):  # pragma: no cover - another Ray version
+        yield
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        return original({**data, "is_err": True}, *args, **kwargs)
+
+    ray_worker.print_to_stdstream = to_stderr
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
+
+
 def _check_resources(study: Study) -> dict[str, float]:
     r = study.spec.resources
     wanted = {"cpu": float(r.cpu), "gpu": float(r.gpu)}
@@ -460,36 +564,38 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
     if address and address.startswith("ray://"):
         raise SpecError.single("--address", "Ray Client addresses (ray://) are not supported: run the search on a "
                                             "node of the cluster, with --address auto")
-    started = _start_ray(address)
-    try:
-        resources = _check_resources(study) if address is None else {
-            "cpu": float(study.spec.resources.cpu), "gpu": float(study.spec.resources.gpu)}
-        objectives = list(study.spec.objectives)
-        metric = objectives[0] if len(objectives) == 1 else objectives
-        mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
-        sampler = ostudy.sampler  # the study's sampler, its seed offset as the Optuna backend's (resume draws anew)
-        state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
-        for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-            if t.user_attrs.get("key") and t.user_attrs.get("status") in ("complete", "diverged", "pruned"):
-                state.done_keys.setdefault(t.user_attrs["key"], t)
-        searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy), metric, mode)
-        fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),
-                                  threads=max(1, int(resources["cpu"])))
-        tuner = tune.Tuner(
-            tune.with_resources(fn, resources),
-            # the searcher ends the run (budget reached); reused actors skip a worker start per trial
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study), num_samples=-1,
-                                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
-            run_config=tune.RunConfig(name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      storage_path=str(run_dir / "ray"), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-        with warnings.catch_warnings(), _quiet_tune():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
+    with _ray_errors_to_stderr():  # stdout carries --format json
+        started = _start_ray(address)
+        try:
+            resources = _check_resources(study) if address is None else {
+                "cpu": float(study.spec.resources.cpu), "gpu": float(study.spec.resources.gpu)}
+            objectives = list(study.spec.objectives)
+            metric = objectives[0] if len(objectives) == 1 else objectives
+            mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
+            sampler = ostudy.sampler  # the study's sampler, its seed offset as the Optuna backend's (resume draws anew)
+            state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
+            for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+                if t.user_attrs.get("key") and t.user_attrs.get("status") in ("complete", "diverged", "pruned"):
+                    state.done_keys.setdefault(t.user_attrs["key"], t)
+            searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy), metric, mode)
+            fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),
+                                      threads=max(1, int(resources["cpu"])))
+            tuner = tune.Tuner(
+                tune.with_resources(fn, resources),
+                # the searcher ends the run (budget reached); reused actors skip a worker start per trial
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study), num_samples=-1,
+                                            reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                run_config=tune.RunConfig(name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                          storage_path=str(run_dir / "ray"), verbose=0, callbacks=[_Retries(searcher)],
+                                          # a trial whose worker dies (a lost node) runs again, as the same trial
+                                          failure_config=tune.FailureConfig(max_failures=RETRIES)),
+            )
+            with warnings.catch_warnings(), _quiet_tune():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                tuner.fit()
+        finally:
+            if started:
+                ray.shutdown()
     if state.error is not None:
         raise state.error
     if state.trained < budget:
