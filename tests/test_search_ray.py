@@ -4,7 +4,9 @@ resume, ASHA early stopping, failures and resources."""
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -111,7 +113,7 @@ def test_resume_runs_only_the_missing_trials(tmp_path):
     assert count_trained(ostudy) == 3 and len(ostudy.trials) == 3 and calls == [2]
     assert ostudy.trials[2].params == expected
     assert len({t.user_attrs["key"] for t in ostudy.trials}) == 3
-    # nothing left to do: returns at once, without Ray
+    # nothing left to do: returns at once, training nothing
     assert len(run_ray(study, url, tmp_path, 3).trials) == 3
 
 
@@ -155,11 +157,42 @@ def test_failing_trials_are_recorded_and_stop_the_search(tmp_path):
         assert "batch_size" in t.user_attrs["reason"] and t.user_attrs["backend"] == "ray"
 
 
-def test_resources_beyond_the_cluster_are_a_spec_error(tmp_path):
-    study = load_study(tiny(resources={"cpu": 1, "gpu": 0.5}))
-    with pytest.raises(SpecError, match="resources.gpu"):
-        run_ray(study, f"sqlite:///{tmp_path / 'study.db'}", tmp_path, 1)
-    assert not stored(tmp_path).trials
+@pytest.mark.parametrize("resources, message", [
+    ({"cpu": 1, "gpu": 0.5}, "resources.gpus_per_worker: each trial asks for 0.5 GPUs but the Ray cluster has 0"),
+    ({"workers": 2, "gpus_per_worker": 1}, "resources.gpus_per_worker: each trial asks for 2 workers x 1 GPUs = 2 GPUs"),
+    ({"workers": 3, "cpu": 1}, "resources.cpus_per_worker: each trial asks for 3 workers x 1 CPUs = 3 CPUs but the "
+                               "Ray cluster has 2"),
+])
+def test_resources_beyond_the_cluster_are_a_spec_error(tmp_path, resources, message):
+    study = load_study(tiny(resources=resources))
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        search(study, run_dir=tmp_path / "run", backend="ray")
+    assert not (tmp_path / "run").exists()  # nothing written: no run directory, no store
+
+
+def test_data_parallel_trials_run_over_two_workers(tmp_path):
+    """resources.workers: 2 runs each trial as a TorchTrainer over 2 CPU workers (gloo); the
+    trials ASHA stops release their workers' placement group, else the next trial would wait
+    for ever on this 2-CPU cluster."""
+    from ray.util.placement_group import placement_group_table
+
+    study = load_study(tiny(trials=4, resources={"workers": 2, "cpu": 1}, train__batch_size=32,
+                            pruner={"kind": "asha", "warmup_epochs": 1, "reduction_factor": 2}))
+    summary = search(study, run_dir=tmp_path, backend="ray")
+    counts = summary["counts"]
+    assert set(counts) <= {"complete", "pruned"} and sum(counts.values()) == 4 and counts.get("pruned", 0) >= 1
+    for t in stored(tmp_path).trials:
+        epochs = len(t.user_attrs["history"])
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        if t.user_attrs["status"] == "complete":
+            workers = t.user_attrs["workers"]
+            assert [w["rank"] for w in workers] == [0, 1] and len({w["pid"] for w in workers}) == 2
+            run = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+            assert run["device"]["processes"] == 2 and run["epochs"] == 2
+        else:
+            assert t.user_attrs["status"] == "pruned" and epochs == 1
+    states = {g["state"] for g in placement_group_table().values()}
+    assert states <= {"REMOVED"}, states
 
 
 def test_scheduler_and_fixed_suggester():

@@ -318,6 +318,29 @@ def worker_device() -> str | None:
     return os.environ.get(DEVICE_ENV) or None
 
 
+def _train_trial(point: Point, out: Path, resume: bool, report: Callable[[dict], bool], device: str | None,
+                 workers: int):
+    """Train a trial's point in this process, or as ``workers`` data-parallel ranks under
+    torchrun (``device``: the worker's devices, comma-separated, one per rank)."""
+    if workers == 1:
+        recipe = point.train.model_copy(update={"device": device}) if device else point.train
+        return train(point.spec, recipe, out, resume=resume, callback=report)
+    import torch
+
+    from ..train.launch import RanksFailed, train_ranks
+
+    recipe, visible = point.train, None
+    if device:  # cuda:2,cuda:3 -> the ranks see devices 2 and 3 as cuda:0 and cuda:1
+        names = device.split(",")
+        recipe = point.train.model_copy(update={"device": names[0].split(":")[0]})
+        visible = ",".join(n.split(":")[1] for n in names if ":" in n) or None
+    try:
+        return train_ranks(point.spec, recipe, out, nproc=workers, resume=resume, callback=report,
+                           visible_devices=visible, threads=max(1, torch.get_num_threads() // workers))
+    except RanksFailed as exc:
+        raise RuntimeError(str(exc)) from None
+
+
 def make_objective(study: Study, run_dir: Path, budget: int,
                    on_epoch: Callable[[int, dict], None] | None = None,
                    device: str | None = None) -> Callable[[optuna.trial.Trial], Any]:
@@ -367,8 +390,7 @@ def make_objective(study: Study, run_dir: Path, budget: int,
         out = Path(resumed_dir) if resumed_dir else run_dir / "trials" / f"{trial.number:05d}"
         trial.set_user_attr("run_dir", str(out))
         try:
-            recipe = point.train.model_copy(update={"device": device}) if device else point.train
-            result = train(point.spec, recipe, out, resume=resumed_dir is not None, callback=report)
+            result = _train_trial(point, out, resumed_dir is not None, report, device, study.spec.resources.workers)
         except (Interrupted, KeyboardInterrupt):
             trial.set_user_attr("status", "failed")
             trial.set_user_attr("reason", "interrupted; queued again, to resume from its last checkpoint")

@@ -74,67 +74,157 @@ def _metrics(row: dict, cost: dict[str, float], **extra: Any) -> dict[str, Any]:
     return out
 
 
-def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int = 1) -> None:
-    """One Ray trial: resolve the point from the sampled values, train it, report each epoch.
+class _Reports:
+    """What one Ray trial reports: every epoch as it ends but the last, then the last with the
+    run's status (``final_status``: complete, diverged or failed) and its whole history.
 
-    The last epoch is reported after training ends, with ``final_status`` (complete or
-    diverged); a trial the scheduler stops never reports one. Errors are reported as
-    ``final_status: failed`` with the message, not raised, so the store can say what went wrong.
-    """
+    ``send`` is ``tune.report`` in a one-process trial, ``ray.train.report`` in each worker of
+    a data-parallel trial (every rank sends the same numbers; Ray Tune takes rank 0's)."""
+
+    def __init__(self, send: Callable[[dict], None], study: Study, config: dict[str, Any]):
+        self.send = send
+        self.study = study
+        self.config = config
+        self.node = {"node_id": ray.get_runtime_context().get_node_id()}  # Ray adds node_ip, hostname and pid
+        self.cost: dict[str, float] = {}
+        self.epochs_done = 0
+        self.reported: set[int] = set()
+        self.plans: list = []
+        self.stopped = False
+        self.last = 0
+
+    def resolve(self) -> Point:
+        """The point of the sampled values, as the driver resolved it."""
+        sampled = {k: v for k, v in self.config.items() if k != KEY}
+        point = self.study.space.resolve(FixedSuggester(strict=True, values=sampled))
+        if self.config.get(KEY) not in (None, point.key):
+            raise RuntimeError(f"the point resolved in the worker ({point.key}) is not the one sampled "
+                               f"({self.config[KEY]}): are the archspace versions on the driver and workers the same?")
+        self.cost = {k: float(point.cost[k]) for k in COST}
+        self.last = point.train.epochs
+        return point
+
+    def epoch(self, row: dict) -> bool:
+        """The training callback: report the epoch; ``True`` stops the run (Ray stopped the trial)."""
+        self.epochs_done = row["epoch"]
+        self.reported.add(row["epoch"])
+        if row["epoch"] >= self.last:
+            return False  # reported by finished(), with the run's status
+        try:
+            self.send(_metrics(row, self.cost, **self.node))
+        except SystemExit:  # Ray stops the trial (the scheduler pruned it): end the run cleanly
+            self.stopped = True
+            return True
+        return False
+
+    def failed(self, error: str) -> None:
+        self.send({"epoch": self.epochs_done, "eval_error": 1.0, **self.cost, "final_status": "failed",
+                   "error": error[:500], **self.node})
+
+    def finished(self, result, **extra: Any) -> None:
+        extra = {**self.node, **extra}
+        if self.plans and self.plans[0].mode != "fresh":  # epochs taken from the checkpoint of a lost attempt
+            extra["resumed_after_epoch"] = sum(1 for row in result.history if row["epoch"] not in self.reported)
+        extra["history"] = json.dumps(result.history)  # the driver may have missed a report of a lost attempt
+        if result.status == "diverged":
+            self.send({"epoch": result.diverged_epoch, "eval_error": 1.0, **self.cost, "final_status": "diverged",
+                       "diverged_epoch": result.diverged_epoch, **extra})
+        else:
+            self.send(_metrics(result.final, self.cost, final_status=result.status, **extra))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _trial_out(run_dir: str, trial_id: str) -> Path:
+    return Path(run_dir) / "trials" / f"ray-{trial_id}"
+
+
+def trainable(config: dict[str, Any], study: Study, run_dir: str, threads: int = 1) -> None:
+    """One Ray trial in one process: resolve the point from the sampled values, train it,
+    report each epoch (see :class:`_Reports`); a trial the scheduler stops never reports a
+    final status. Errors are reported as ``final_status: failed`` with the message, not
+    raised, so the store can say what went wrong."""
     import torch
 
     from ..train import train
 
     torch.set_num_threads(max(1, threads))
-    trial_id = tune.get_context().get_trial_id()
-    node = {"node_id": ray.get_runtime_context().get_node_id()}  # Ray adds node_ip, hostname and pid
-    cost: dict[str, float] = {}
-    epochs_done = 0
-    reported: set[int] = set()
-    plans = []
+    reports = _Reports(tune.report, study, config)
     try:
-        sampled = {k: v for k, v in config.items() if k != KEY}
-        point = study.space.resolve(FixedSuggester(strict=True, values=sampled))
-        if config.get(KEY) not in (None, point.key):
-            raise RuntimeError(f"the point resolved in the worker ({point.key}) is not the one sampled "
-                               f"({config[KEY]}): are the archspace versions on the driver and workers the same?")
-        cost = {k: float(point.cost[k]) for k in COST}
-        last = point.train.epochs
-        stopped = []
-
-        def report(row: dict) -> bool:
-            nonlocal epochs_done
-            epochs_done = row["epoch"]
-            reported.add(row["epoch"])
-            if row["epoch"] >= last:
-                return False  # reported below, with the run's status
-            try:
-                tune.report(_metrics(row, cost, **node))
-            except SystemExit:  # Ray stops the trial (the scheduler pruned it): end the run cleanly
-                stopped.append(True)
-                return True
-            return False
-
+        point = reports.resolve()
         # resume: a retry of this trial (its worker died) continues from the last checkpoint
         # of the attempt before; a first attempt finds no run there and starts fresh
-        result = train(point.spec, point.train, Path(run_dir) / "trials" / f"ray-{trial_id}", resume=True,
-                       callback=report, on_start=plans.append)
+        result = train(point.spec, point.train, _trial_out(run_dir, tune.get_context().get_trial_id()), resume=True,
+                       callback=reports.epoch, on_start=reports.plans.append)
     except Exception as exc:  # noqa: BLE001 - recorded in the store as a failed trial
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        tune.report({"epoch": epochs_done, "eval_error": 1.0, **cost, "final_status": "failed",
-                     "error": f"{type(exc).__name__}: {first}"[:500], **node})
+        reports.failed(_first_line(exc))
         return
-    if stopped:
+    if reports.stopped:
         raise SystemExit(0)
-    extra: dict[str, Any] = dict(node)
-    if plans and plans[0].mode != "fresh":  # epochs taken from the checkpoint of a lost attempt
-        extra["resumed_after_epoch"] = sum(1 for row in result.history if row["epoch"] not in reported)
-    extra["history"] = json.dumps(result.history)  # the driver may have missed a report of a lost attempt
-    if result.status == "diverged":
-        tune.report({"epoch": result.diverged_epoch, "eval_error": 1.0, **cost, "final_status": "diverged",
-                     "diverged_epoch": result.diverged_epoch, **extra})
-    else:
-        tune.report(_metrics(result.final, cost, final_status=result.status, **extra))
+    reports.finished(result)
+
+
+def _parallel_worker(loop_config: dict[str, Any]) -> None:
+    """One rank of a data-parallel trial, in a Ray Train worker: Ray Train has joined the
+    process group and set ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, which the trainer reads."""
+    import torch
+
+    from ..train import train
+    from ..train.distributed import gather
+
+    torch.set_num_threads(max(1, loop_config["threads"]))
+    context = ray.train.get_context()
+    reports = _Reports(ray.train.report, loop_config["study"], loop_config["config"])
+    group = ray.util.get_current_placement_group()
+    if group is not None:  # the driver removes it when the trial ends (a stopped trial leaves it behind)
+        reports.node["placement_group"] = group.id.hex()
+    point = reports.resolve()
+    result = train(point.spec, point.train, _trial_out(loop_config["run_dir"], loop_config["trial_id"]),
+                   resume=True, callback=reports.epoch, on_start=reports.plans.append)
+    me = {"rank": context.get_world_rank(), "node_id": reports.node["node_id"], "host": socket.gethostname(),
+          "pid": os.getpid()}
+    reports.finished(result, workers=json.dumps(gather(me)))
+
+
+def parallel_trainable(config: dict[str, Any], study: Study, run_dir: str, workers: int, cpus: float,
+                       gpus: float) -> None:
+    """One Ray trial over ``workers`` data-parallel processes: a Ray Train ``TorchTrainer``
+    inside this Tune trial (gloo on CPUs, nccl on GPUs). Rank 0's reports reach Ray Tune, so
+    the scheduler sees the epochs; a stopped trial takes its workers with it, and the driver
+    removes their placement group (:meth:`ArchspaceSearch.on_trial_complete`)."""
+    from ray.train import FailureConfig as TrainFailures
+    from ray.train import RunConfig as TrainRunConfig
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = tune.get_context().get_trial_id()
+    reports = _Reports(tune.report, study, config)
+    try:
+        reports.resolve()  # a point the workers cannot resolve fails here, with its message
+        trainer = TorchTrainer(
+            _parallel_worker,
+            train_loop_config={"config": config, "study": study, "run_dir": run_dir, "trial_id": trial_id,
+                               "threads": max(1, int(cpus))},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                         resources_per_worker={"CPU": cpus, **({"GPU": gpus} if gpus else {})}),
+            torch_config=TorchConfig(backend="nccl" if gpus > 0 else "gloo"),
+            run_config=TrainRunConfig(name=f"ray-{trial_id}", storage_path=str(Path(run_dir) / "ray-train"),
+                                      callbacks=[TuneReportCallback()],
+                                      # a lost worker ends the attempt; Ray Tune retries the trial, which resumes
+                                      failure_config=TrainFailures(max_failures=0)),
+        )
+        trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - recorded in the store as a failed trial
+        failures = getattr(exc, "worker_failures", None) or {}
+        cause = next(iter(failures.values()), None) if isinstance(failures, dict) else None
+        cause = cause if isinstance(cause, BaseException) else exc
+        if type(cause).__module__.split(".")[0] == "ray" and not isinstance(cause, SpecError):
+            raise  # a worker or its node was lost: Ray Tune retries the trial, which resumes
+        reports.failed(_first_line(cause))
 
 
 def _trial_dirname(trial) -> str:
@@ -154,6 +244,7 @@ class _Live:
     rows: dict[int, dict] = field(default_factory=dict)
     node: dict[str, Any] | None = None   # where the current attempt runs (from its reports)
     failures: list[dict[str, Any]] = field(default_factory=list)  # attempts lost (their worker died)
+    groups: set[str] = field(default_factory=set)  # placement groups of its data-parallel workers
 
 
 @dataclass
@@ -167,6 +258,7 @@ class _State:
     on_epoch: Callable | None = None
     max_rejections: int = 500
     max_failures: int = 3
+    at_once: int | None = None  # trials running at once (None: as many as Ray places)
     live: dict[str, _Live] = field(default_factory=dict)
     done_keys: dict[str, optuna.trial.FrozenTrial] = field(default_factory=dict)
     drawn: Any = None
@@ -223,6 +315,8 @@ class ArchspaceSearch(OptunaSearch):
             if st.trained + len(st.live) >= st.budget:
                 # wait while trials run: one that fails leaves its slot to a new point
                 return None if st.live else self.FINISHED
+            if st.at_once is not None and len(st.live) >= st.at_once:
+                return None  # as many data-parallel trials as the cluster holds are running
             if st.rejected_streak >= st.max_rejections:
                 st.error = SpecError.single(
                     "space.constraints", f"{st.max_rejections} points in a row were rejected: the space "
@@ -278,6 +372,8 @@ class ArchspaceSearch(OptunaSearch):
             return
         if result.get("node_id"):
             live.node = _node(result)
+        if result.get("placement_group"):
+            live.groups.add(result["placement_group"])
         if "row" not in result:
             return
         row = json.loads(result["row"])
@@ -298,12 +394,16 @@ class ArchspaceSearch(OptunaSearch):
         if live is not None:
             live.failures.append({"node": live.node, "error": error})
             live.node = None
+            _release(live.groups)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         st = self._arch
         live = st.live.pop(trial_id, None)
         if live is None:
             return
+        if (result or {}).get("placement_group"):
+            live.groups.add(result["placement_group"])
+        _release(live.groups)  # a stopped data-parallel trial's workers would keep their resources
         try:
             self._finish(trial_id, live, result or {}, error)
         except Exception as exc:  # noqa: BLE001 - raised by run_ray once Ray is done
@@ -326,6 +426,8 @@ class ArchspaceSearch(OptunaSearch):
         node = _node(result) if result.get("node_id") else live.node
         if node:
             attrs["node"] = node
+        if result.get("workers"):  # a data-parallel trial: its ranks and where they ran
+            attrs["workers"] = json.loads(result["workers"])
         if live.failures:
             attrs["ray_retries"] = len(live.failures)
             attrs["ray_failures"] = live.failures
@@ -387,6 +489,26 @@ class ArchspaceSearch(OptunaSearch):
         if st.on_trial is not None:
             st.on_trial(st.ostudy, frozen)
         return frozen
+
+
+def _release(groups: set[str]) -> None:
+    """Remove the placement groups of a trial's data-parallel workers that still hold resources.
+
+    Ray Train removes its workers' group when training ends; a trial that Ray Tune stops (the
+    scheduler pruned it, or its node was lost) takes its Train controller down with it, and
+    the group would hold its CPUs and GPUs until the driver exits (Ray Train's own cleaner
+    needs the state API of a cluster with a dashboard)."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
+
+    for hex_id in list(groups):
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+        try:
+            if placement_group_table(group).get("state") not in (None, "REMOVED"):
+                remove_placement_group(group)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        groups.discard(hex_id)
 
 
 def _node(result: dict) -> dict[str, Any]:
@@ -524,21 +646,51 @@ def _ray_errors_to_stderr():
         ray_worker.print_to_stdstream = original
 
 
-def _check_resources(study: Study) -> dict[str, float]:
+def check_resources(study: Study, nodes: list[dict[str, float]]) -> None:
+    """Refuse a trial that can never be placed: more CPUs or GPUs than the cluster's nodes
+    (``Resources`` of each live node) have together, or a worker bigger than every node."""
     r = study.spec.resources
-    wanted = {"cpu": float(r.cpu), "gpu": float(r.gpu)}
-    total = ray.cluster_resources()
-    have = {"cpu": float(total.get("CPU", 0)), "gpu": float(total.get("GPU", 0))}
-    for kind in ("cpu", "gpu"):
-        if wanted[kind] > have[kind]:
-            raise SpecError.single(f"resources.{kind}", f"each trial asks for {wanted[kind]:g} {kind.upper()}s "
-                                                        f"but the Ray cluster has {have[kind]:g}")
-    return wanted
+    for kind, name, each in (("CPU", "cpus_per_worker", r.cpus_per_worker), ("GPU", "gpus_per_worker", r.gpus_per_worker)):
+        if each <= 0:
+            continue
+        total = sum(float(n.get(kind, 0)) for n in nodes)
+        biggest = max((float(n.get(kind, 0)) for n in nodes), default=0.0)
+        asked = (f"{r.workers} workers x {each:g} {kind}s = {r.workers * each:g}" if r.workers > 1
+                 else f"{each:g}")
+        if r.workers * each > total:
+            raise SpecError.single(f"resources.{name}", f"each trial asks for {asked} {kind}s but the Ray cluster "
+                                                        f"has {total:g}")
+        if each > biggest:
+            raise SpecError.single(f"resources.{name}", f"each worker asks for {each:g} {kind}s but no node of the "
+                                                        f"Ray cluster has more than {biggest:g}")
+
+
+def _trainable(study: Study, run_dir: Path, nodes: list[dict[str, float]]) -> tuple[Any, int | None]:
+    """The Tune trainable with its resources, and how many trials may run at once (``None``:
+    as many as fit). A data-parallel trial is a Tune trial that asks for almost nothing
+    (its TorchTrainer places the workers), so the number at once is what the workers fit."""
+    r = study.spec.resources
+    if r.workers == 1:
+        resources = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker}
+        fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir), threads=max(1, int(r.cpus_per_worker)))
+        return tune.with_resources(fn, resources), None
+    fits = []
+    for kind, each in (("CPU", r.cpus_per_worker), ("GPU", r.gpus_per_worker)):
+        if each > 0:
+            fits.append(int(sum(math.floor(float(n.get(kind, 0)) / each) for n in nodes) // r.workers))
+    fn = tune.with_parameters(parallel_trainable, study=study, run_dir=str(run_dir), workers=r.workers,
+                              cpus=r.cpus_per_worker, gpus=r.gpus_per_worker)
+    return tune.with_resources(fn, {"cpu": 0, "memory": 1}), max(1, min(fits))
+
+
+def _live_nodes() -> list[dict[str, float]]:
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
 
 
 def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, address: str | None = None,
             on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
-            on_epoch: Callable[[str, dict], None] | None = None) -> optuna.Study:
+            on_epoch: Callable[[str, dict], None] | None = None,
+            prepare: Callable[[], None] | None = None) -> optuna.Study:
     """Run Ray Tune trials until the study's store holds ``budget`` trained trials.
 
     Args:
@@ -548,6 +700,8 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
             it is (and left open).
         on_trial: called with (Optuna study, frozen trial) after each trial is written.
         on_epoch: called with (Ray trial id, epoch metrics) as epochs are reported.
+        prepare: called once Ray is reached and the resources are checked, before the store
+            is opened (the caller writes its run directory there).
 
     Raises:
         SpecError: the space is (nearly) empty, Ray cannot be reached (or is a Ray Client
@@ -555,10 +709,6 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
         RuntimeError: several trials in a row failed.
     """
     run_dir = Path(run_dir).resolve()
-    ostudy = create_study(study, open_storage(storage_url))
-    trained = count_trained(ostudy)
-    if trained >= budget:
-        return ostudy
     if ray is None:  # pragma: no cover
         raise SpecError.single("backend", "the ray backend needs Ray Tune: pip install 'archspace[search]'")
     if address and address.startswith("ray://"):
@@ -567,24 +717,31 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
     with _ray_errors_to_stderr():  # stdout carries --format json
         started = _start_ray(address)
         try:
-            resources = _check_resources(study) if address is None else {
-                "cpu": float(study.spec.resources.cpu), "gpu": float(study.spec.resources.gpu)}
+            nodes = _live_nodes()
+            check_resources(study, nodes)  # before anything is written
+            if prepare is not None:
+                prepare()
+            ostudy = create_study(study, open_storage(storage_url))
+            trained = count_trained(ostudy)
+            if trained >= budget:
+                return ostudy
+            fn, at_once = _trainable(study, run_dir, nodes)
             objectives = list(study.spec.objectives)
             metric = objectives[0] if len(objectives) == 1 else objectives
             mode = "min" if len(objectives) == 1 else ["min"] * len(objectives)
             sampler = ostudy.sampler  # the study's sampler, its seed offset as the Optuna backend's (resume draws anew)
-            state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch)
+            state = _State(study, ostudy, budget, trained, run_dir, on_trial=on_trial, on_epoch=on_epoch,
+                           at_once=at_once)
             for t in ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
                 if t.user_attrs.get("key") and t.user_attrs.get("status") in ("complete", "diverged", "pruned"):
                     state.done_keys.setdefault(t.user_attrs["key"], t)
             searcher = ArchspaceSearch(state, sampler, _searcher_storage(study, ostudy), metric, mode)
-            fn = tune.with_parameters(trainable, study=study, run_dir=str(run_dir),
-                                      threads=max(1, int(resources["cpu"])))
             tuner = tune.Tuner(
-                tune.with_resources(fn, resources),
+                fn,
                 # the searcher ends the run (budget reached); reused actors skip a worker start per trial
+                # (not for data-parallel trials: a stopped trial's actor must go, with its workers)
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(study), num_samples=-1,
-                                            reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                                            reuse_actors=at_once is None, trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                           storage_path=str(run_dir / "ray"), verbose=0, callbacks=[_Retries(searcher)],
                                           # a trial whose worker dies (a lost node) runs again, as the same trial

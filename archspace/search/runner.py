@@ -122,13 +122,16 @@ def size_spread(params: list[float]) -> dict[str, float] | None:
     return {"min": min(values), "max": max(values), "ratio": ratio(values)}
 
 
-def worker_devices(devices: str | None, workers: int) -> list[str | None]:
+def worker_devices(devices: str | None, workers: int, ranks: int = 1) -> list[str | None]:
     """The device of each of ``workers`` workers: ``devices`` (comma-separated: ``0,1`` on this
     machine's accelerator, or names such as ``cuda:1``, ``cpu``) dealt round-robin; by default
     every accelerator device of this machine, or none (the trials' own ``train.device``).
+    With ``ranks`` data-parallel ranks per trial, each worker gets ``ranks`` distinct devices
+    (comma-separated), dealt in blocks.
 
     Raises:
-        SpecError: on ``--devices``: an empty entry or a device this machine lacks.
+        SpecError: on ``--devices``: an empty entry or a device this machine lacks; on
+            ``resources.workers``: fewer devices than ranks.
     """
     from ..train.device import accelerator, resolve_device
 
@@ -150,7 +153,29 @@ def worker_devices(devices: str | None, workers: int) -> list[str | None]:
                 resolve_device(name)
             except SpecError as exc:
                 raise SpecError.single("--devices", exc.problems[0].message) from None
-    return [names[i % len(names)] for i in range(workers)]
+    if ranks == 1:
+        return [names[i % len(names)] for i in range(workers)]
+    if len(names) < ranks:
+        raise SpecError.single("resources.workers", f"each trial runs {ranks} data-parallel ranks, one device each, "
+                                                    f"but {len(names)} devices are {'given' if devices else 'here'}")
+    return [",".join(names[(i * ranks + j) % len(names)] for j in range(ranks)) for i in range(workers)]
+
+
+def check_devices(study: Study) -> None:
+    """On the optuna backend, trials train on this machine: refuse GPUs it does not have."""
+    import math
+
+    from ..train.device import accelerator
+
+    r = study.spec.resources
+    need = math.ceil(r.trial_gpus)
+    have = torch_device_count() if need and accelerator() is not None else 0
+    if need > have:
+        asked = f"{r.workers} workers x {r.gpus_per_worker:g} GPUs = {r.trial_gpus:g}" if r.workers > 1 \
+            else f"{r.gpus_per_worker:g}"
+        raise SpecError.single("resources.gpus_per_worker", f"each trial asks for {asked} GPUs but this machine has "
+                                                            f"{have} (the optuna backend trains here; the ray backend "
+                                                            "spreads trials over a cluster)")
 
 
 def torch_device_count() -> int:
@@ -241,17 +266,24 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     if not checked:
         check_inputs(study, storage, run_dir)  # before anything is written
     # a spawned worker has its device in its environment; here, worker 0 is this process
-    dealt = [None] * workers if os.environ.get("ARCHSPACE_WORKER") == "1" else worker_devices(devices, workers)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(run_dir, url, study.name)
-    run_dir = run_dir.resolve()  # trial records name their directories absolutely
     if backend == "ray":
         from .ray_backend import run_ray
 
-        ostudy = run_ray(study, url, run_dir, budget, address=address, on_trial=on_trial, on_epoch=on_epoch)
+        def prepare() -> None:  # once the cluster can hold a trial
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_manifest(run_dir, url, study.name)
+
+        ostudy = run_ray(study, url, run_dir.resolve(), budget, address=address, on_trial=on_trial,
+                         on_epoch=on_epoch, prepare=prepare)
         return summarize(ostudy)
+    check_devices(study)
+    ranks = study.spec.resources.workers
+    dealt = [None] * workers if os.environ.get("ARCHSPACE_WORKER") == "1" else worker_devices(devices, workers, ranks)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(run_dir, url, study.name)
+    run_dir = run_dir.resolve()  # trial records name their directories absolutely
     procs = spawn_workers(argv or [], workers - 1, url, dealt[1:]) if workers > 1 else []
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # with ranks per trial: each rank's, set at launch
     import torch
 
     torch.set_num_threads(threads)

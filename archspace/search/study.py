@@ -8,7 +8,7 @@ sampler: {kind: tpe, seed: 0}       # grid | random | tpe | nsga2 (objectives ev
 pruner: {kind: median}              # none | median | asha
 trials: 20
 backend: optuna                     # optuna | ray
-resources: {cpu: 1, gpu: 0}         # per trial, for ray (fractional gpu packs trials on one GPU)
+resources: {workers: 1, cpu: 1, gpu: 0}   # per trial: data-parallel workers, CPUs and GPUs of each
 ```
 """
 
@@ -37,9 +37,48 @@ class PrunerSpec(SpecModel):
     reduction_factor: int = Field(3, ge=2, description="ASHA: keep 1/factor of trials at each rung.")
 
 
+MAX_WORKERS = 1024  # data-parallel workers per trial
+
+
 class ResourcesSpec(SpecModel):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    """What one trial takes: ``workers`` data-parallel processes (DistributedDataParallel; one
+    is a plain trial), each with ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs. ``cpu``
+    and ``gpu`` are short for the per-worker fields. A fractional GPU packs several one-worker
+    trials onto a GPU (ray backend); data-parallel workers take whole GPUs."""
+
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, strict=True, description=(
+        "Data-parallel processes per trial: Ray Train's TorchTrainer on the ray backend, torchrun on the "
+        "optuna backend."))
+    cpus_per_worker: float = Field(1.0, gt=0, le=4096, allow_inf_nan=False)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for short, full in (("cpu", "cpus_per_worker"), ("gpu", "gpus_per_worker")):
+            if short in data:
+                if full in data:
+                    raise FieldError(short, f"give {short} or {full} (the same setting), not both")
+                data[full] = data.pop(short)
+        return data
+
+    @model_validator(mode="after")
+    def _whole_gpus(self) -> "ResourcesSpec":
+        if self.workers > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise FieldError("gpus_per_worker", f"{self.gpus_per_worker:g}: data-parallel workers take whole GPUs; "
+                                                "a fractional GPU packs one-worker trials (workers: 1)")
+        return self
+
+    @property
+    def trial_cpus(self) -> float:
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def trial_gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
 
 
 class StudySpec(SpecModel):

@@ -299,7 +299,10 @@ class Trainer:
             self._persist_epoch(row)
             if on_epoch is not None:
                 on_epoch(row)
-            if callback is not None and callback(row) and self.epoch < self.config.epochs:
+            stop = bool(callback(row)) if callback is not None else False
+            if self.ranks.parallel:
+                stop = from_main(stop)  # rank 0 decides: every rank stops together
+            if stop and self.epoch < self.config.epochs:
                 status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
         device = {**self.settings.as_dict(), "processes": self.ranks.world}
@@ -521,6 +524,9 @@ def train(
     check_config(config, data, ranks.world)
     spec = fit_to_data(spec, data)
     plan = plan_run(spec, config, out_dir, data, resume=resume, overwrite=overwrite)
+    if ranks.parallel and len(set(gather((plan.mode, plan.state is not None)))) > 1:
+        raise SpecError([Problem("--out", f"the ranks see different runs in {out_dir} (is the run directory "
+                                          "shared by every node of the trial?)")])
     if on_start is not None:
         on_start(plan)
     if plan.mode == "complete":
