@@ -18,6 +18,7 @@ import optuna
 from ..errors import SpecError
 from .space import Point
 from .study import Study
+from .variants import DESIGN_CHOICES, check_variants
 
 PREFLIGHT_POINTS = 64
 
@@ -53,7 +54,9 @@ def sample_points(study: Study, n: int, sampler: optuna.samplers.BaseSampler | N
 
 
 def preflight(study: Study, n: int = PREFLIGHT_POINTS) -> None:
-    """Raise if no sampled point of the space can be trained (constraints, matching, shapes)."""
+    """Raise if no sampled point of the space can be trained (constraints, matching, shapes),
+    or if variants the study compares are one network (:func:`check_variants`)."""
+    check_variants(study)
     if study.spec.sampler.kind == "grid":
         study.grid()  # every choice must be a list or an int range
     points = sample_points(study, n)
@@ -70,6 +73,7 @@ def dry_run(study: Study, n: int, max_draws: int | None = None) -> list[dict[str
     ``duplicate`` with ``duplicate_of`` (its row index): a run would not train it."""
     from .optuna_backend import make_sampler
 
+    check_variants(study)
     limit = max_draws if max_draws is not None else 4 * n + 64
     rows: list[dict[str, Any]] = []
     first: dict[str, int] = {}
@@ -95,8 +99,6 @@ def dry_run(study: Study, n: int, max_draws: int | None = None) -> list[dict[str
                 break
     return rows
 
-
-DESIGN_CHOICES = ("layout", "base")  # choices whose values are variants a report compares
 
 
 def edf_bias(study: Study) -> str | None:

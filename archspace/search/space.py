@@ -127,11 +127,58 @@ class MatchSpec(SpecModel):
         return self.params if self.params is not None else self.flops
 
 
+class Relative(SpecModel):
+    """A ``set`` value relative to each base's own: ``{scale: 0.34}`` multiplies it (rounded,
+    at least 1), ``{add: -8}`` adds to it. Scaling a study down this way keeps what its
+    variants differ in: ViT_C keeps its one block fewer than ViT_P, the roadmap's 3-3-9-3
+    stays apart from 3-4-6-3."""
+
+    scale: float | None = Field(None, gt=0, le=1e6, allow_inf_nan=False)
+    add: int | None = Field(None, ge=-10**6, le=10**6)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Relative":
+        if (self.scale is None) == (self.add is None):
+            raise FieldError("scale", "give exactly one of scale or add")
+        return self
+
+    def apply(self, value: Any, where: str) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where} is {value!r}, not a number: a relative value needs one")
+        if self.add is not None:
+            out = value + self.add
+        else:
+            out = value * self.scale
+            out = max(1, math.floor(out + 0.5)) if isinstance(value, int) else out
+        if isinstance(value, int) and out < 1:
+            raise ValueError(f"{where} would be {out} ({value} {self.add:+d}): it must stay at least 1")
+        return out
+
+
+def _is_relative(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and set(value) <= {"scale", "add"}
+
+
+def relative_overrides(data: dict[str, Any], keys: tuple, rel: Relative) -> list[tuple[tuple, Any]]:
+    """The concrete overrides a relative value makes in ``data`` (``[*]`` expanded)."""
+    star = next((i for i, k in enumerate(keys) if k == "*"), None)
+    if star is None:
+        return [(keys, rel.apply(get_path(data, keys), format_path(keys)))]
+    items = get_path(data, keys[:star])
+    if not isinstance(items, list):
+        raise KeyError(f"{format_path(keys[:star])} is not a list")
+    out = []
+    for i in range(len(items)):
+        out.extend(relative_overrides(data, (*keys[:star], i, *keys[star + 1:]), rel))
+    return out
+
+
 class SpaceSpec(SpecModel):
     """A design space: base spec, fixed overrides, choices, matching and constraints."""
 
     base: str | dict[str, Any]
-    set: dict[str, Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict, description=(
+        "Fixed overrides at spec paths; a value {scale: f} or {add: n} is relative to each base's own."))
     choices: dict[str, Choice] = Field(default_factory=dict)
     match: MatchSpec | None = None
     constraints: dict[Literal["params", "flops", "acts"], tuple[float | None, float | None]] = Field(
@@ -198,9 +245,31 @@ class Space:
                 data = resolve_data(base, self.folder)
         except SpecError as exc:
             raise SpecError([Problem("space.base", p.message) for p in exc.problems]) from None
+        overrides = []
         try:
-            return apply_overrides(data, [(parse_path(k), v) for k, v in self.spec.set.items()])
-        except ValueError as exc:
+            for path, value in self.spec.set.items():
+                keys = parse_path(path)
+                if _is_relative(value):
+                    try:
+                        rel = Relative.model_validate(value)
+                    except ValidationError as exc:
+                        raise SpecError(problems_from_validation(exc, ("space", "set", path))) from None
+                    try:
+                        overrides.extend(relative_overrides(data, keys, rel))
+                    except KeyError as exc:
+                        raise SpecError.single(f"space.set.{path}", f"cannot reach this path: {exc.args[0]}") from None
+                    except ValueError as exc:
+                        raise SpecError.single(f"space.set.{path}", str(exc)) from None
+                else:
+                    overrides.append((keys, value))
+            try:
+                return apply_overrides(data, overrides)
+            except SpecError as exc:  # named at the space's set, e.g. space.set.stages[9].depth
+                raise SpecError([Problem(f"space.set.{p.path}", p.message.replace("--set ", ""))
+                                 for p in exc.problems]) from None
+        except SpecError:
+            raise
+        except ValueError as exc:  # a malformed path
             raise SpecError.single("space.set", str(exc)) from None
 
     # -- checks ---------------------------------------------------------------------------
@@ -260,8 +329,9 @@ class Space:
         return _exists(data, keys)
 
     # -- resolving --------------------------------------------------------------------------
-    def resolve(self, suggest: Suggester) -> Point:
-        """Sample every applicable choice with ``suggest`` and build the point.
+    def resolve(self, suggest: Suggester, fit_data: bool = True) -> Point:
+        """Sample every applicable choice with ``suggest`` and build the point (``fit_data``:
+        with the class count of the recipe's dataset, which is described, not loaded).
 
         Raises:
             SpecError: the point is not a valid network (reported with spec paths).
@@ -292,7 +362,7 @@ class Space:
             config = TrainConfig.model_validate(train)
         except ValidationError as exc:
             raise SpecError(problems_from_validation(exc, ("train",))) from None
-        spec = self.fit_to_data(spec, config)
+        spec = self.fit_to_data(spec, config) if fit_data else spec
         scale, unmatched = None, None
         if self.spec.match is not None:
             spec, scale, unmatched = match(spec, self.spec.match)

@@ -114,10 +114,11 @@ class StudySpec(SpecModel):
 class Study:
     """A loaded study: its spec, its resolved space and its folder (for relative paths)."""
 
-    def __init__(self, spec: StudySpec, space: Space, folder: Path):
+    def __init__(self, spec: StudySpec, space: Space, folder: Path, scale: str | None = None):
         self.spec = spec
         self.space = space
         self.folder = folder
+        self.scale = scale  # the scale it was loaded at (its name has it as a suffix)
 
     @property
     def name(self) -> str:
@@ -197,4 +198,4 @@ def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | 
     else:
         space = load_space(space_data.model_dump(), spec.train, folder)
     load_config(**spec.train)  # the fixed recipe must be valid on its own
-    return Study(spec, space, folder)
+    return Study(spec, space, folder, scale)
