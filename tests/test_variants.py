@@ -84,3 +84,30 @@ def test_bad_relative_values_are_one_line(tmp_path: Path, value, message):
         load_study(_study(tmp_path, set={"input.size": 32, "stages[0].depth": value}))
     lines = excinfo.value.lines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+def test_per_variant_trains_exactly_n_points_of_each_variant(tmp_path: Path):
+    from test_search import assert_ok, load, sqlite_url, trained
+
+    # the layouts alternate: C-C-C-C's points would otherwise be drawn about half the time
+    study = write_study(tmp_path, trials=None, sampler={"kind": "random", "seed": 3, "per_variant": 2},
+                        train={"data": "synthetic", "epochs": 1, "batch_size": 64})
+    out = tmp_path / "out"
+    summary = assert_ok(run_search(study, "--out", out, "--format", "json"))
+    assert summary["counts"].get("complete") == 4, summary["counts"]
+    done = trained(load(sqlite_url(out / "study.db")))
+    per = {}
+    for t in done:
+        per[t.params["layout"]] = per.get(t.params["layout"], 0) + 1
+    assert per == {"C-C-C-C": 2, "C-C-T-T": 2}
+    assert len({t.params["train.lr"] for t in done}) == 4  # the other choices drawn for each point
+
+
+@pytest.mark.parametrize("sampler, trials, message", [
+    ({"kind": "tpe", "per_variant": 2}, None, "sampler.per_variant: balanced samples per variant need kind: random"),
+    ({"kind": "random", "per_variant": 2}, 5, "trials: 5 is not per_variant x variants = 2 x 2 = 4"),
+])
+def test_per_variant_needs_random_and_its_own_budget(tmp_path: Path, sampler, trials, message):
+    with pytest.raises(SpecError) as excinfo:
+        load_study(write_study(tmp_path, sampler=sampler, trials=trials))
+    assert excinfo.value.lines()[0].startswith(message), excinfo.value.lines()

@@ -108,8 +108,56 @@ class TrialSeededSampler(BaseSampler):
         self._inner.reseed_rng()
 
 
+class BalancedSampler(BaseSampler):
+    """Equal samples per variant (``sampler.per_variant``): the variant choice (``base`` or
+    ``layout``) takes the value with the fewest points trained or training so far (the first
+    such value in its list); every other choice is drawn by ``inner`` (random, seeded per
+    trial), independently of the variant. Points rejected or drawn twice do not count, so the
+    same variant is drawn again until one of its points trains."""
+
+    def __init__(self, inner: BaseSampler, choice: str, values: list[Any]):
+        self._inner = inner
+        self.choice = choice
+        self.values = list(values)
+
+    def counts(self, study: optuna.Study, number: int) -> list[int]:
+        """Points of each variant trained (complete, diverged, pruned) or still running."""
+        counts = [0] * len(self.values)
+        for t in study.get_trials(deepcopy=False):
+            if t.number == number or self.choice not in t.params or t.params[self.choice] not in self.values:
+                continue
+            status = t.user_attrs.get("status")
+            counted = (status in TRAINED if status is not None
+                       else t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+            if counted:
+                counts[self.values.index(t.params[self.choice])] += 1
+        return counts
+
+    def before_trial(self, study, trial) -> None:
+        self._inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name != self.choice:
+            return self._inner.sample_independent(study, trial, param_name, param_distribution)
+        counts = self.counts(study, trial.number)
+        return self.values[counts.index(min(counts))]
+
+    def after_trial(self, study, trial, state, values: Sequence[float] | None) -> None:
+        self._inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._inner.reseed_rng()
+
+
 def make_sampler(study: Study) -> BaseSampler:
-    """The study's sampler, seeded per trial (see :class:`TrialSeededSampler`)."""
+    """The study's sampler, seeded per trial (see :class:`TrialSeededSampler`); balanced over
+    the variants with ``per_variant`` (:class:`BalancedSampler`)."""
     s = study.spec.sampler
     samplers: dict[str, Callable[[int], BaseSampler]] = {
         # the grid's order is shuffled by its seed, so it keeps the study's: grid point = trial number
@@ -118,7 +166,11 @@ def make_sampler(study: Study) -> BaseSampler:
         "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.startup_trials),
         "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
     }
-    return TrialSeededSampler(samplers[s.kind], s.seed)
+    sampler = TrialSeededSampler(samplers[s.kind], s.seed)
+    if s.per_variant is not None:
+        choice = study.variant_choice
+        return BalancedSampler(sampler, choice, study.space.spec.choices[choice])
+    return sampler
 
 
 def make_pruner(study: Study) -> optuna.pruners.BasePruner:

@@ -45,6 +45,8 @@ def sample_points(study: Study, n: int, sampler: optuna.samplers.BaseSampler | N
         try:
             point = study.space.resolve(OptunaSuggester(trial))
             out.append((dict(trial.params), point, point.rejected))
+            if point.rejected is None:  # what a balanced sampler counts as trained
+                trial.set_user_attr("status", "complete")
         except SpecError as exc:
             out.append((dict(trial.params), None, "; ".join(exc.lines())))
         raise _Drawn()

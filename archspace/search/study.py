@@ -29,6 +29,15 @@ class SamplerSpec(SpecModel):
     kind: Literal["grid", "random", "tpe", "nsga2"] = "tpe"
     seed: int = 0
     startup_trials: PositiveInt = Field(5, description="Random trials before TPE models the space.")
+    per_variant: PositiveInt | None = Field(None, le=100_000, description=(
+        "random: train this many points of each variant (each value of the base or layout choice), the other "
+        "choices drawn independently for each; the budget is per_variant times the variants."))
+
+    @model_validator(mode="after")
+    def _balanced_random(self) -> "SamplerSpec":
+        if self.per_variant is not None and self.kind != "random":
+            raise FieldError("per_variant", f"balanced samples per variant need kind: random (not {self.kind})")
+        return self
 
 
 class PrunerSpec(SpecModel):
@@ -106,7 +115,7 @@ class StudySpec(SpecModel):
             raise FieldError("objectives", f"the {self.sampler.kind} sampler optimizes one objective")
         if len(self.objectives) > 1 and self.pruner.kind != "none":
             raise FieldError("pruner", "pruning needs a single objective")
-        if self.sampler.kind != "grid" and self.trials is None:
+        if self.sampler.kind != "grid" and self.trials is None and self.sampler.per_variant is None:
             raise FieldError("trials", "required (only the grid sampler can count its own trials)")
         return self
 
@@ -139,9 +148,19 @@ class Study:
             raise SpecError(problems)
         return grid
 
+    @property
+    def variant_choice(self) -> str | None:
+        """The choice whose values are the variants a study compares (``base``, else ``layout``)."""
+        from .variants import DESIGN_CHOICES
+
+        return next((c for c in reversed(DESIGN_CHOICES) if isinstance(self.space.spec.choices.get(c), list)), None)
+
     def n_trials(self, override: int | None = None) -> int:
         if override is not None:
             return override
+        per = self.spec.sampler.per_variant
+        if per is not None:
+            return per * len(self.space.spec.choices[self.variant_choice])
         if self.spec.trials is not None:
             return self.spec.trials
         n = 1
@@ -198,4 +217,14 @@ def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | 
     else:
         space = load_space(space_data.model_dump(), spec.train, folder)
     load_config(**spec.train)  # the fixed recipe must be valid on its own
-    return Study(spec, space, folder, scale)
+    study = Study(spec, space, folder, scale)
+    per = spec.sampler.per_variant
+    if per is not None:
+        if study.variant_choice is None:
+            raise SpecError.single("sampler.per_variant", "needs variants to balance: a base or layout choice "
+                                                          "that lists its values")
+        variants = len(space.spec.choices[study.variant_choice])
+        if spec.trials is not None and spec.trials != per * variants:
+            raise SpecError.single("trials", f"{spec.trials} is not per_variant x variants = {per} x {variants} = "
+                                             f"{per * variants} (leave trials out)")
+    return study
