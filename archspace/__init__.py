@@ -7,9 +7,17 @@ analytically and compiles it into a PyTorch module::
     spec = load_spec("coatnet-0", overrides=["stages[2].depth=6"])
     print(complexity(spec)["params"])
     model = compile_network(spec)
+
+or, the way timm is used::
+
+    import archspace
+    archspace.list_models("convnext-*")
+    model = archspace.create_model("convnext-t", num_classes=10, weights="convnext_tiny.safetensors")
 """
 
-from .compile import Network, compile_network
+from . import weights
+from ._factory import create_model, list_models
+from .compile import FeatureNetwork, Network, compile_network
 from .complexity import complexity
 from .errors import Problem, SpecError
 from .graph import Lowered, lower
@@ -18,6 +26,6 @@ from .spec import NetworkSpec, load_spec
 __version__ = "0.1.0"
 
 __all__ = [
-    "Lowered", "Network", "NetworkSpec", "Problem", "SpecError", "compile_network", "complexity",
-    "load_spec", "lower",
+    "FeatureNetwork", "Lowered", "Network", "NetworkSpec", "Problem", "SpecError", "compile_network",
+    "complexity", "create_model", "list_models", "load_spec", "lower", "weights",
 ]

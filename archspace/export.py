@@ -23,14 +23,15 @@ def _graphml(lowered: Lowered, path: Path) -> None:
     nx.write_graphml(g, path)
 
 
-def export_network(lowered: Lowered, fmt: str, path: Path) -> None:
-    """Write ``lowered`` to ``path`` as ``onnx``, ``torchscript`` or ``graphml``."""
+def export_network(lowered: Lowered, fmt: str, path: Path, model: torch.nn.Module | None = None) -> None:
+    """Write ``lowered`` to ``path`` as ``onnx``, ``torchscript`` or ``graphml``; ``model``, when
+    given, is the built module to write (e.g. with imported weights)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "graphml":
         _graphml(lowered, path)
         return
-    model = compile_network(lowered).eval()
+    model = (model if model is not None else compile_network(lowered)).eval()
     size = lowered.spec.input.size
     example = torch.randn(1, lowered.spec.input.channels, size, size)
     if fmt == "torchscript":

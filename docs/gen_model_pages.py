@@ -19,6 +19,52 @@ TITLES = {
 }
 
 
+COATNET_TIMM = """\
+## CoAtNet as the paper describes it, and as timm builds it
+
+The `coatnet-*` presets follow the paper: an MBConv stage downsamples in its first 1×1
+convolution, its shortcut (and a downsampling transformer block's) max-pools, and every conv
+of the stem is followed by a norm and an activation. timm's `coatnet_0_224` / `coatnet_1_224`
+differ in exactly three places:
+
+1. the stride sits in the depthwise 3×3 convolution (`stages[0..1].downsample: depthwise`), so
+   the first 1×1 expansion of a downsampling block runs at the full input resolution;
+2. shortcuts and the attention branch of a downsampling block average-pool
+   (`stages[*].shortcut_pool: avg`);
+3. the last stem conv is bare: no norm, activation or bias (`stem.norm_last: false`).
+
+`coatnet-0-timm` and `coatnet-1-timm` are the paper presets with these three settings; they
+compute the same function as timm's models once the weights are imported (`docs/weights.md`).
+Why they differ: the paper downsamples "at the beginning of each stage" and leaves the details to
+an appendix that is not in the text; its Table 5 footnote marks the models whose MBConv blocks
+downsample "by stride-2 Depthwise Convolution" as the exception, so the presets stride the
+first 1×1 conv (`coatnet-0-dwstride` is the footnote's variant). timm builds CoAtNet from its
+MaxViT code, whose MBConv follows the EfficientNet convention (stride in the depthwise conv,
+average-pooled shortcut) and whose stem ends in a plain conv because every block starts with a
+pre-norm. The first difference is the costly one: the 1×1 expansion of each downsampling MBConv
+block runs at twice the resolution, about 0.40 G more multiply-adds at 224 (4.14 G paper-style,
+4.55 G timm-style for CoAtNet-0); the bare stem conv saves 128 norm parameters, and pooling costs
+no multiply-adds either way.
+
+| preset | style | params (M) | flops at 224 (G) |
+|---|---|---:|---:|
+"""
+
+
+def coatnet_timm_section() -> str:
+    from archspace import complexity, load_spec
+
+    rows = []
+    for name, style in (("coatnet-0", "paper"), ("coatnet-0-timm", "timm"), ("coatnet-1", "paper"),
+                        ("coatnet-1-timm", "timm")):
+        c = complexity(load_spec(name))
+        rows.append(f"| `{name}` | {style} | {c['params'] / 1e6:.2f} | {c['flops'] / 1e9:.2f} |")
+    return COATNET_TIMM + "\n".join(rows) + "\n"
+
+
+EXTRA_SECTIONS = {"coatnet": coatnet_timm_section}
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}".rstrip("0").rstrip(".") if v < 100 else f"{v:.1f}"
 
@@ -54,7 +100,9 @@ def page(family: str, rows) -> str:
         lines.append(f"| `{preset}` | {size} | " + " | ".join(cells) + f" | {status} |")
     if notes:
         lines += ["", "## Gaps", "", *notes]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    extra = EXTRA_SECTIONS.get(family)
+    return text + "\n" + extra() if extra else text
 
 
 def main() -> None:

@@ -116,6 +116,9 @@ MEANINGS: dict[str, dict[str, str]] = {
                    "no projection, the stem outputs `channels[-1]` channels.",
         "rule": "`vitc`: check the ViT_C pattern: after the first, every convolution either doubles the "
                 "channels with stride 2 or keeps them with stride 1.",
+        "norm_last": "`false`: the last convolution of `channels` is bare (no norm, activation or bias), as in "
+                     "timm's CoAtNet stems, where the first block's pre-norm follows; `true`: every "
+                     "convolution is followed by `norm` and `act` (the CoAtNet paper, ViT_C).",
     },
     "ResNetStem": {
         "kind": "Selects this stem kind.",

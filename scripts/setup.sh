@@ -17,6 +17,12 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install "torch==2.13.0" numpy 2>&1 | grep -v "^WARNING: Location" >&2 || true
 "$VENV/bin/python" -c "import torch" || { echo "torch failed to install" >&2; exit 1; }
 $PIP install -e ".[all]" 2>&1 | grep -v "^WARNING: Location" >&2 || true
-"$VENV/bin/python" -c "import archspace, optuna, ray, sklearn, matplotlib, hypothesis" \
+# timm builds the reference models of tests/test_weights.py. --no-deps: its torchvision
+# requirement has no CPU wheel that loads beside this torch; the tests stand in for the few
+# torchvision names timm imports (tests/_torchvision_standin.py).
+$PIP install --no-deps "timm==1.0.*" 2>&1 | grep -v "^WARNING: Location" >&2 || true
+"$VENV/bin/python" -c "import archspace, optuna, ray, sklearn, matplotlib, hypothesis, safetensors" \
   || { echo "dependencies failed to install" >&2; exit 1; }
+"$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('timm')" \
+  || { echo "timm failed to install" >&2; exit 1; }
 echo "$WANT" > "$STAMP"

@@ -111,14 +111,10 @@ CUSTOM_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _fla
 
 
 def measured_macs(model: torch.nn.Module, size: int, channels: int = 3, device: str = "cpu") -> float:
-    """Multiply-adds of one eval-mode forward pass of a batch-1 image, measured by torch.
-
-    Runs with autograd on (``no_grad`` breaks the counter's module tracker on the class-token
-    expand).
-    """
+    """Multiply-adds of one eval-mode, no-grad forward pass of a batch-1 image, measured by torch."""
     model.eval()
     x = torch.randn(1, channels, size, size, device=device)
-    with FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS) as counter:
         model(x)
     return counter.get_total_flops() / 2
 

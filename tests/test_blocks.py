@@ -39,7 +39,7 @@ def train_step(model: torch.nn.Module, size: int) -> torch.Tensor:
 def check_features(model, size: int) -> list[torch.Tensor]:
     model.eval()
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(BATCH, 3, size, size))
+        feats = model.forward_intermediates(torch.randn(BATCH, 3, size, size), intermediates_only=True)
     assert len(feats) == len(model.stages) == len(model.feature_info)
     for i, (f, info) in enumerate(zip(feats, model.feature_info)):
         assert info["module"] == f"stages.{i}"
@@ -204,7 +204,7 @@ def test_class_attention_updates_only_the_class_token():
     model = build("class-attention")
     model.eval()
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(BATCH, 3, 32, 32))
+        feats = model.forward_intermediates(torch.randn(BATCH, 3, 32, 32), intermediates_only=True)
     # the class-attention stage leaves the patch map as it found it
     assert torch.equal(feats[-1], feats[-2])
 

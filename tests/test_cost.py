@@ -73,6 +73,20 @@ def test_flash_attention_flops_are_counted():
     assert plain.get_total_flops() / 2 in (measured, measured - products)
 
 
+@pytest.mark.parametrize("name", ["deit-s", "cait-xxs24"])
+def test_flop_counter_works_on_class_token_networks_in_eval_and_no_grad(name):
+    """Counting a class-token network works under ``no_grad`` and gives what autograd mode gives."""
+    s = load_spec(name, size=32)
+    model = compile_network(s).eval()
+    x = torch.randn(1, 3, 32, 32)
+    counts = []
+    for context in (torch.no_grad, torch.enable_grad):
+        with context(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            model(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] > 0
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(networks())
 def test_random_spec_params_equal_built(data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from archspace.errors import SpecError
@@ -468,3 +469,28 @@ def test_an_explicit_null_that_is_not_the_default_survives_the_dump():
     assert yaml.safe_load(text)["stages"][1]["layer_scale"] is None
     assert "description" not in yaml.safe_load(text)          # a None that is the default stays out
     assert load_spec(yaml.safe_load(text)).stages[1].layer_scale is None
+
+
+def test_norm_last_false_leaves_the_last_stem_conv_bare_in_module_and_cost():
+    from archspace import compile_network, complexity
+
+    paper, timm_style = load_spec("coatnet-0", size=32), load_spec("coatnet-0", ["stem.norm_last=false"], size=32)
+    last = compile_network(timm_style).stem[-1]
+    assert isinstance(last[1], torch.nn.Identity) and isinstance(last[2], torch.nn.Identity)
+    assert last[0].bias is None
+    assert complexity(paper)["params"] - complexity(timm_style)["params"] == 2 * 64  # the norm's gain and bias
+    with pytest.raises(SpecError) as exc:
+        load_spec("coatnet-0", ["stem.norm_last=false", "stem.norm=none", "stem.act=none"])
+    assert problems(exc) == [("stem.norm_last", "false changes nothing when norm and act are none")]
+
+
+def test_timm_style_coatnet_flops():
+    """The paper's CoAtNet-0 and timm's differ by where MBConv strides (docs/models-coatnet.md)."""
+    from archspace import complexity
+
+    assert round(complexity(load_spec("coatnet-0"))["flops"] / 1e9, 2) == 4.14
+    assert round(complexity(load_spec("coatnet-0-timm"))["flops"] / 1e9, 2) == 4.55
+    timm_style = load_spec("coatnet-0-timm")
+    assert timm_style.stem.norm_last is False
+    assert [s.downsample for s in timm_style.stages[:2]] == ["depthwise", "depthwise"]
+    assert {s.shortcut_pool for s in timm_style.stages} == {"avg"}

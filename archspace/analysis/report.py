@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 
 from ..errors import SpecError
+from ..search.rundir import open_study
 from .metrics import (COMPLETED, STATUSES, complexity_weights, delta_edf, edf, edf_bias, generalization, length_gaps,
                       optimizer_gaps, ranking, scatter, size_spread, variant_summary)
 from .plots import plot_bars, plot_edfs, plot_generalization, plot_lines, plot_scatters
@@ -33,50 +34,6 @@ NOT_SAMPLED = "(not sampled)"
 # per-variant count columns, always shown / shown only when some variant has one
 COUNT_COLUMNS = ("completed", "diverged", "pruned", "failed", "duplicate", "rejected")
 OPTIONAL_COUNT_COLUMNS = ("surplus", "running", "waiting")
-
-
-def open_study(run_dir: Path, storage: str | None = None, name: str | None = None):
-    """The Optuna study of a run directory: the store and study its manifest names (or
-    ``RUN_DIR/study.db``), or ``storage`` — which must then be the manifest's.
-
-    Raises:
-        SpecError: no store, another store or study than the run directory's, an unreadable store.
-    """
-    import optuna
-
-    from ..search.rundir import read_manifest, storage_identity
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    manifest = read_manifest(Path(run_dir))
-    if manifest is not None:
-        if storage is not None and storage_identity(storage) != manifest["storage"]:
-            raise SpecError.single("--storage", f"run directory {run_dir} belongs to {manifest['storage']}, not "
-                                                f"{storage_identity(storage)}: its trial files are not that store's")
-        if name is not None and name != manifest["study"]:
-            raise SpecError.single("--study", f"run directory {run_dir} belongs to study {manifest['study']!r}, "
-                                              f"not {name!r}")
-        name = manifest["study"]
-        if storage is None and manifest["storage"].startswith("sqlite:///"):
-            storage = manifest["storage"]
-    if storage is None:
-        db = Path(run_dir) / "study.db"
-        if not db.is_file():
-            where = f" (its manifest names {manifest['storage']}: pass it with --storage)" if manifest else ""
-            raise SpecError.single("RUN_DIR", f"no study store in {run_dir} (expected {db}){where}")
-        storage = f"sqlite:///{db.resolve()}"
-    elif storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
-        raise SpecError.single("--storage", f"no study store at {storage}")  # never create one by reading
-    try:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    except Exception as exc:
-        raise SpecError.single("--storage", f"cannot read {storage}: {str(exc).splitlines()[0]}") from None
-    if name is None:
-        if len(names) != 1:
-            raise SpecError.single("--study", f"the store holds {len(names)} studies ({', '.join(names)}): name one")
-        name = names[0]
-    if name not in names:
-        raise SpecError.single("--study", f"no study {name!r} in the store (found: {', '.join(names)})")
-    return optuna.load_study(study_name=name, storage=storage)
 
 
 def check_trial_dirs(ostudy, run_dir: Path) -> None:

@@ -40,8 +40,12 @@ class PatchifyFamily(Family):
 class ConvStemFamily(Family):
     def units(self, spec: ConvStem, cin: int) -> list[ConvUnit]:
         out, prev = [], cin
-        for c, s in zip(spec.channels, spec.resolved_strides()):
-            out.append(ConvUnit(prev, c, spec.kernel, s, bias=spec.norm == "none", norm=spec.norm, act=spec.act))
+        last = len(spec.channels) - 1
+        for i, (c, s) in enumerate(zip(spec.channels, spec.resolved_strides())):
+            if i == last and not spec.norm_last:
+                out.append(ConvUnit(prev, c, spec.kernel, s))
+            else:
+                out.append(ConvUnit(prev, c, spec.kernel, s, bias=spec.norm == "none", norm=spec.norm, act=spec.act))
             prev = c
         if spec.project:
             out.append(ConvUnit(prev, spec.project, 1, bias=True))

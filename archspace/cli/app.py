@@ -77,11 +77,16 @@ def build(
     export: Optional[Export] = typer.Option(None, "--export", help="Also write the network as onnx, torchscript or graphml."),
     export_file: Optional[Path] = typer.Argument(None, help="File to write with --export."),
     compile_: bool = typer.Option(True, "--compile/--no-compile", help="Also build the PyTorch module (--no-compile: checks and analytic cost only)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Import a checkpoint file (safetensors or a torch state dict) into the module; every key must be used and every parameter filled."),
+    weights_from: str = typer.Option("timm", "--from", help="The naming the --weights checkpoint follows: timm."),
 ) -> None:
     """Check a spec, count its cost per stage, and compile it to a PyTorch module.
 
     The module is built (and its parameter count checked against the analytic one) unless
-    --no-compile is given; nothing is trained.
+    --no-compile is given; nothing is trained. With --weights the module is filled from a
+    local checkpoint (see docs/weights.md): a key missing, left over or of the wrong shape
+    is one line each and exit status 2; a resampled position table or a re-initialised
+    classifier is said on stderr. An --export then writes the imported weights.
 
     Every problem is reported at once, one line each, naming its spec path; exit status 2.
 
@@ -91,6 +96,8 @@ def build(
       archspace build my-net.yaml --set stages[2].depth=6 --size 384
       archspace build vit_c-4gf --format json | jq .flops
       archspace build convnext-t --export onnx convnext-t.onnx
+      archspace build deit-s --weights deit_small_patch16_224.safetensors --from timm
+      archspace build deit-s --size 384 --set num_classes=10 --weights deit_small.pth
     """
     root = spec
 
@@ -101,6 +108,8 @@ def build(
 
         if export is not None and export_file is None:
             raise SpecError.single("--export", "needs a FILE to write, e.g. --export onnx net.onnx")
+        if weights is not None and not compile_:
+            raise SpecError.single("--weights", "imports into the module, which --no-compile does not build")
         lowered = lower(load_spec(spec, set_, size))
         check_memory(lowered)
         for w in lowered.warnings:
@@ -114,10 +123,18 @@ def build(
             if built != report["params"]:
                 raise RuntimeError(f"built module has {built} params, analytic count {report['params']}")
             report["compiled"] = True
+            if weights is not None:
+                from ..weights import import_weights
+
+                imported = import_weights(model, weights, source=weights_from)
+                report["weights"] = {"file": str(weights), "from": weights_from, "family": imported.family,
+                                     "tensors": imported.copied, "notes": imported.notes}
+                for note in imported.notes:
+                    err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         if export is not None:
             from ..export import export_network
 
-            export_network(lowered, export.value, export_file)
+            export_network(lowered, export.value, export_file, model=model if compile_ else None)
             report["export"] = {"format": export.value, "file": str(export_file)}
         if fmt == Format.json:
             print(json.dumps(report))
@@ -125,6 +142,9 @@ def build(
             _print_table(report)
             if compile_:
                 out.print(f"compiled: torch module with {report['params']:,} parameters (equal to the analytic count)")
+            if weights is not None:
+                w = report["weights"]
+                out.print(f"weights: {w['tensors']} tensors imported from {weights} ({w['from']} {w['family']} table)")
             if export is not None:
                 out.print(f"wrote {export.value} to {export_file}")
 
@@ -150,8 +170,32 @@ def _print_table(report: dict) -> None:
 EXIT_DIVERGED = 3
 
 
+# train's options that set a recipe field, and the field (where the names differ)
+RECIPE_OPTIONS = {"data": "data", "data_dir": "data_dir", "loader": "loader", "loader_workers": "loader_workers",
+                  "checkpoint_steps": "checkpoint_steps", "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                  "weight_decay": "weight_decay", "optimizer": "optimizer", "warmup": "warmup_epochs",
+                  "label_smoothing": "label_smoothing", "mixup": "mixup", "cutmix": "cutmix",
+                  "crop": "random_resized_crop", "flip": "flip", "ema": "ema", "clip_grad": "clip_grad",
+                  "seed": "seed", "device": "device", "precision": "precision", "channels_last": "channels_last",
+                  "compile_model": "compile"}
+
+
+def _recipe(ctx: typer.Context, config_file: Optional[Path], options: dict) -> dict:
+    """The recipe's values: the --config file's, with the options given on the command line
+    on top (without --config, every option, defaults included)."""
+    values = {RECIPE_OPTIONS[k]: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    if config_file is None:
+        return values
+    from ..train.config import read_config
+
+    given = {RECIPE_OPTIONS[k] for k in options
+             if getattr(ctx.get_parameter_source(k), "name", None) == "COMMANDLINE"}  # not a default
+    return {**read_config(config_file), **{k: v for k, v in values.items() if k in given}}
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     spec: str = typer.Argument(..., help="A spec file (YAML) or a preset name."),
     data: str = typer.Option("digits", "--data", help="Dataset: digits (built in), synthetic, cifar10, imagefolder, "
                              "baked (a folder made by archspace data bake)."),
@@ -194,6 +238,9 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out (removes only the files "
                                    "archspace wrote there)."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="table (progress and summary) or json (one object)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="A recipe file (YAML or JSON: one `archspace export` wrote, or a run's config.json); options given on the command line override its values."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from the weights of a checkpoint file (safetensors or a torch state dict, see docs/weights.md); a classifier of another size is re-initialised."),
+    init_from: str = typer.Option("timm", "--from", help="The naming the --init checkpoint follows: timm."),
 ) -> None:
     """Train one spec on one dataset with one recipe (one trial).
 
@@ -215,6 +262,8 @@ def train(
       archspace train my-net.yaml --out runs/a --resume --epochs 20  # extend it
       archspace train my-net.yaml --out runs/a --overwrite           # replace it
       archspace train my-net.yaml       # into runs/train/my-net, or my-net-2, …
+      archspace train deit-s --size 32 --init deit_small.safetensors --epochs 2   # fine-tune
+      archspace train best/spec.yaml --config best/recipe.yaml --epochs 300       # a study's best, at full length
     """
     status = {"code": 0}
 
@@ -244,16 +293,17 @@ def train(
         elif out_dir is not None and not overwrite:
             check_free(out_dir)  # refused before any data is loaded (train() checks again)
 
-        config = load_config(data=data, data_dir=str(data_dir) if data_dir else None, loader=loader,
-                             loader_workers=loader_workers, checkpoint_steps=checkpoint_steps, epochs=epochs,
-                             batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-                             warmup_epochs=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix,
-                             random_resized_crop=crop, flip=flip, ema=ema, clip_grad=clip_grad, seed=seed,
-                             device=device, precision=precision, channels_last=channels_last,
-                             compile=compile_model)
+        config = load_config(**_recipe(ctx, config_file, dict(
+            data=data, data_dir=data_dir, loader=loader, loader_workers=loader_workers,
+            checkpoint_steps=checkpoint_steps, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+            optimizer=optimizer, warmup=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, crop=crop,
+            flip=flip, ema=ema, clip_grad=clip_grad, seed=seed, device=device, precision=precision,
+            channels_last=channels_last, compile_model=compile_model)))
         from ..train.loop import settings_of
 
         settings_of(config)  # a device setting this machine cannot run: before any data is loaded
+        if init is not None and not init.is_file():
+            raise SpecError.single("--init", f"no file {init}")
         network = load_spec(spec, set_, size)
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir, loader=config.loader)
@@ -296,8 +346,14 @@ def train(
                         f"{100 * row['train_error']:.2f}%  eval loss {row['eval_loss']:.4f}  eval error "
                         f"{100 * row['eval_error']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s")
 
+            def on_init(notes: list[str]) -> None:
+                progress.console.print(f"weights: started from {init}", markup=False, highlight=False)
+                for line in notes:
+                    err.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
+
             result = train_run(network, config, run_dir, resume=resume, overwrite=overwrite, data=bundle,
-                               on_batch=on_batch, on_epoch=on_epoch, on_start=on_start)
+                               on_batch=on_batch, on_epoch=on_epoch, on_start=on_start, init=init,
+                               init_from=init_from, on_init=on_init)
         if result.status == "diverged" and not ranks.parallel:  # under torchrun the launcher says so
             status["code"] = EXIT_DIVERGED
         if not ranks.main:
@@ -576,6 +632,49 @@ def report(
             print(json.dumps(result))
             return
         out.print(f"report: {result['html']} (and {Path(result['markdown']).name}, {len(result['plots'])} plots)")
+
+    _fail_on_spec_errors(run, str(run_dir))
+
+
+@app.command("export")
+def export_trial(
+    run_dir: Path = typer.Argument(..., help="A study's run directory (holding study.db, or a manifest naming the store)."),
+    trial: Optional[int] = typer.Option(None, "--trial", help="The trial number to export."),
+    best: bool = typer.Option(False, "--best", help="Export the best finished trial (the default without --trial)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write spec.yaml and recipe.yaml into."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Read this Optuna storage instead of RUN_DIR's."),
+    study_name: Optional[str] = typer.Option(None, "--study", help="Study name, when the store holds several."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace spec.yaml and recipe.yaml in --out."),
+    fmt: Format = typer.Option(Format.table, "--format", "-f", help="table or json."),
+) -> None:
+    """Take a trial out of a study: its resolved spec and its recipe, ready to train again.
+
+    Writes OUT/spec.yaml (the trial's network, renamed <study>-trial-<N>) and OUT/recipe.yaml
+    (its training recipe), which `archspace train OUT/spec.yaml --config OUT/recipe.yaml`
+    trains again with the same spec hash; add options to that command to change the scale
+    (--epochs, --data, --size ...).
+
+    [bold]Examples[/bold]
+
+      archspace export runs/quickstart --best --out best
+      archspace train best/spec.yaml --config best/recipe.yaml --epochs 100
+      archspace export runs/my-study --trial 12 --out trial-12
+    """
+
+    def run() -> None:
+        from ..search.extract import export_trial as extract
+
+        if best and trial is not None:
+            raise SpecError.single("--best", "cannot be combined with --trial: pick one")
+        result = extract(run_dir, out_dir, trial=trial, storage=storage, study=study_name, overwrite=overwrite)
+        if fmt == Format.json:
+            print(json.dumps(result))
+            return
+        error = result["eval_error"]
+        out.print(f"trial {result['trial']} of {result['study']} ({result['status']}"
+                  + (f", eval error {100 * error:.2f}%" if error is not None else "") + f"): wrote {result['spec']} "
+                  f"and {result['recipe']}", markup=False, highlight=False)
+        out.print(f"train it again: {result['command']}", markup=False, highlight=False)
 
     _fail_on_spec_errors(run, str(run_dir))
 

@@ -141,7 +141,12 @@ class NoPosition(nn.Module):
 
 
 class ClassToken(nn.Module):
-    """A learned class token, prepended where a stage inserts one."""
+    """A learned class token, prepended where a stage inserts one.
+
+    The token is repeated per sample rather than returned as an expanded view of the
+    parameter: a view of a leaf made under ``no_grad`` has no autograd node, which breaks
+    hooks that inspect module outputs (``torch.utils.flop_counter.FlopCounterMode``).
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -149,7 +154,7 @@ class ClassToken(nn.Module):
         nn.init.trunc_normal_(self.token, std=0.02)
 
     def forward(self, cls: torch.Tensor | None, batch: int) -> torch.Tensor:
-        return self.token.expand(batch, -1, -1)
+        return self.token.repeat(batch, 1, 1)
 
 
 class KeepClassToken(nn.Module):

@@ -146,3 +146,46 @@ def check_trial_dir(path: Path, key: str) -> str | None:
     if found != key:
         return f"its spec.yaml and config.json hash to {found}, but the store records {key} for it"
     return None
+
+
+def open_study(run_dir: Path, storage: str | None = None, name: str | None = None):
+    """The Optuna study of a run directory: the store and study its manifest names (or
+    ``RUN_DIR/study.db``), or ``storage`` — which must then be the manifest's.
+
+    Raises:
+        SpecError: no store, another store or study than the run directory's, an unreadable store.
+    """
+    import optuna
+
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    manifest = read_manifest(Path(run_dir))
+    if manifest is not None:
+        if storage is not None and storage_identity(storage) != manifest["storage"]:
+            raise SpecError.single("--storage", f"run directory {run_dir} belongs to {manifest['storage']}, not "
+                                                f"{storage_identity(storage)}: its trial files are not that store's")
+        if name is not None and name != manifest["study"]:
+            raise SpecError.single("--study", f"run directory {run_dir} belongs to study {manifest['study']!r}, "
+                                              f"not {name!r}")
+        name = manifest["study"]
+        if storage is None and manifest["storage"].startswith("sqlite:///"):
+            storage = manifest["storage"]
+    if storage is None:
+        db = Path(run_dir) / "study.db"
+        if not db.is_file():
+            where = f" (its manifest names {manifest['storage']}: pass it with --storage)" if manifest else ""
+            raise SpecError.single("RUN_DIR", f"no study store in {run_dir} (expected {db}){where}")
+        storage = f"sqlite:///{db.resolve()}"
+    elif storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        raise SpecError.single("--storage", f"no study store at {storage}")  # never create one by reading
+    try:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    except Exception as exc:
+        raise SpecError.single("--storage", f"cannot read {storage}: {str(exc).splitlines()[0]}") from None
+    if name is None:
+        if len(names) != 1:
+            raise SpecError.single("--study", f"the store holds {len(names)} studies ({', '.join(names)}): name one")
+        name = names[0]
+    if name not in names:
+        raise SpecError.single("--study", f"no study {name!r} in the store (found: {', '.join(names)})")
+    return optuna.load_study(study_name=name, storage=storage)

@@ -14,6 +14,7 @@ resources: {workers: 1, cpu: 1, gpu: 0}   # per trial: data-parallel workers, CP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -169,6 +170,26 @@ class Study:
         return n
 
 
+def resolve_study(source: str | Path) -> Path:
+    """A study file, or the file of a study shipped with archspace by name (``quickstart``).
+
+    Raises:
+        SpecError: neither a file nor a shipped study.
+    """
+    from .._resources import resource_dir
+
+    path = Path(source)
+    if path.is_file():
+        return path
+    shipped = resource_dir("studies")
+    text = str(source)
+    if shipped is not None and path.suffix == "" and "/" not in text and os.sep not in text:
+        candidate = shipped / f"{text}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise SpecError.single("", f"no study file {path}")
+
+
 def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | None = None,
                scale: str | None = None) -> Study:
     """Read and check a study file (every problem reported with its path).
@@ -188,9 +209,7 @@ def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | 
     if isinstance(source, dict):
         data, folder = dict(source), Path.cwd()
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise SpecError.single("", f"no study file {path}")
+        path = resolve_study(source)
         data, folder = read_yaml(path), path.resolve().parent
     if scale is not None:
         from ..spec.io import deep_merge

@@ -29,9 +29,14 @@ _TAGS = {m.model_fields["block"].default for m in STAGE_MODELS} | {
 
 
 def preset_dirs() -> list[Path]:
-    """Folders searched for presets: ``$ARCHSPACE_PRESETS`` (``:``-separated), then ``spaces/``."""
+    """Folders searched for presets: ``$ARCHSPACE_PRESETS`` (``:``-separated), then ``spaces/``
+    (the repository's, or the copy an installed package carries)."""
+    from .._resources import resource_dir
+
     dirs = [Path(p) for p in os.environ.get("ARCHSPACE_PRESETS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "spaces")
+    spaces = resource_dir("spaces")
+    if spaces is not None:
+        dirs.append(spaces)
     return [d for d in dirs if d.is_dir()]
 
 

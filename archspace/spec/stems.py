@@ -27,6 +27,8 @@ class ConvStem(SpecModel):
     ``strides`` default to the ViT_C rule: a conv that doubles the channels (or the first
     one) has stride 2, one that keeps them has stride 1. ``project`` adds a final 1×1
     convolution without norm or activation. ``rule: vitc`` checks the ViT_C pattern.
+    ``norm_last: false`` leaves the last conv of ``channels`` bare (no norm, activation or
+    bias), as timm's CoAtNet stems do; the paper's stem normalises every conv.
     """
 
     kind: Literal["conv"] = "conv"
@@ -37,9 +39,12 @@ class ConvStem(SpecModel):
     act: ActName = "relu"
     project: PositiveInt | None = None
     rule: Literal["vitc"] | None = None
+    norm_last: bool = True
 
     @model_validator(mode="after")
     def _strides_match(self) -> "ConvStem":
+        if not self.norm_last and self.norm == "none" and self.act == "none":
+            raise FieldError("norm_last", "false changes nothing when norm and act are none")
         if self.strides is not None and len(self.strides) != len(self.channels):
             raise FieldError(
                 "strides",

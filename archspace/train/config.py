@@ -83,3 +83,23 @@ def load_config(**values) -> TrainConfig:
         return TrainConfig.model_validate(values)
     except ValidationError as exc:
         raise SpecError(problems_from_validation(exc, ("train",))) from None
+
+
+def read_config(path) -> dict:
+    """A recipe file's values (YAML or JSON: an exported ``recipe.yaml`` or a run's
+    ``config.json``), checked as a whole: every bad field is one problem under ``train.<field>``.
+
+    Raises:
+        SpecError: unreadable or malformed file (on ``--config``), or bad fields.
+    """
+    from pathlib import Path
+
+    from ..errors import Problem, SpecError
+    from ..spec.io import read_yaml
+
+    try:
+        data = read_yaml(Path(path))  # JSON is YAML
+    except SpecError as exc:
+        raise SpecError([Problem("--config", p.message) for p in exc.problems]) from None
+    load_config(**data)
+    return data

@@ -118,7 +118,8 @@ def steps_per_epoch(config: TrainConfig, bundle: DataBundle) -> int:
 class Trainer:
     """Trains one compiled spec. Build with :func:`train` unless you need the pieces."""
 
-    def __init__(self, spec: NetworkSpec, config: TrainConfig, bundle: DataBundle, out_dir: Path | None):
+    def __init__(self, spec: NetworkSpec, config: TrainConfig, bundle: DataBundle, out_dir: Path | None,
+                 init: str | Path | None = None, init_from: str = "timm"):
         self.config = config
         self.bundle = bundle
         spec = fit_to_data(spec, bundle)
@@ -136,7 +137,13 @@ class Trainer:
         lowered = lower(spec)
         cost = complexity(lowered)
         self.params, self.flops = cost["params"], cost["flops"]
-        self.model = compile_network(lowered).to(self.device)
+        model = compile_network(lowered)
+        self.init_notes: list[str] = []
+        if init is not None:
+            from ..weights import import_weights
+
+            self.init_notes = import_weights(model, init, source=init_from).notes
+        self.model = model.to(self.device)
         if self.settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.wrapped = self.model
@@ -487,6 +494,9 @@ def train(
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     on_start: Callable[[RunPlan], None] | None = None,
+    init: str | Path | None = None,
+    init_from: str = "timm",
+    on_init: Callable[[list[str]], None] | None = None,
 ) -> TrainResult:
     """Train ``spec`` with ``config``; the API the search layer calls for each trial.
 
@@ -508,6 +518,11 @@ def train(
         on_batch / on_epoch: progress hooks.
         on_start: called with the :class:`RunPlan` once every check has passed, before
             anything is written.
+        init: a checkpoint file whose weights start a fresh run (:mod:`archspace.weights`;
+            a classifier of another size is re-initialised); a resumed run starts from its
+            own checkpoint instead.
+        init_from: the naming ``init`` follows (``timm``).
+        on_init: called with the import's notes (resampled tables, re-initialised classifier).
 
     Raises:
         SpecError: bad spec, recipe or data, or a run directory refused (one problem on
@@ -531,7 +546,9 @@ def train(
         on_start(plan)
     if plan.mode == "complete":
         return _completed(plan, spec)
-    trainer = Trainer(spec, config, data, out_dir)
+    trainer = Trainer(spec, config, data, out_dir, init=init if plan.state is None else None, init_from=init_from)
+    if on_init is not None and init is not None and plan.state is None:
+        on_init(trainer.init_notes)
     if plan.state is not None:
         try:
             trainer.load_state(plan.state)
