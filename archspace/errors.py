@@ -7,6 +7,7 @@ find and raise one :class:`SpecError` so that the user sees them all in one go.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -27,9 +28,10 @@ class Problem:
     severity: Literal["error", "warning"] = "error"
 
     def format(self, root: str = "spec") -> str:
-        """One line: ``path: message`` (``root`` stands for the empty path)."""
+        """One line: ``path: message`` (``root`` stands for the empty path); control characters
+        (newlines, escape sequences) from the input are escaped, so the line stays one line."""
         prefix = "warning: " if self.severity == "warning" else ""
-        return f"{prefix}{self.path or root}: {self.message}"
+        return escape_controls(f"{prefix}{self.path or root}: {self.message}")
 
 
 class SpecError(ValueError):
@@ -49,6 +51,24 @@ class SpecError(ValueError):
     def lines(self, root: str = "spec") -> list[str]:
         """One line per problem, as printed by the command line."""
         return [p.format(root) for p in self.problems]
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every non-printable character written as a Python escape (``\\x1b``)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """A repr of ``value`` of at most about ``limit`` characters, for messages about user input:
+    long strings are cut and containers shown only a few items and levels deep (an input may
+    repeat one list a million times through aliases)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxlong, short.maxother = 3, 60, 40, 60
+    short.maxdict = short.maxlist = short.maxtuple = short.maxset = short.maxfrozenset = 4
+    text = short.repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def raise_if_errors(problems: Iterable[Problem]) -> list[Problem]:

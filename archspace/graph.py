@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 
@@ -20,6 +22,9 @@ from .errors import Problem, SpecError
 from .spec import ClassAttentionStage, NetworkSpec, PatchifyStem
 
 BYTES_PER_PARAM = 4
+BYTES_PER_ACT = 4
+BUILD_PEAK = 2.0
+"""Peak memory of building a module, in multiples of its weights (initialisers hold copies)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,23 +111,74 @@ def lower(spec: NetworkSpec) -> Lowered:
     return Lowered(spec, graph, [p for p in problems if p.severity == "warning"])
 
 
-def machine_memory() -> int:
-    """Physical memory of this machine in bytes."""
+def available_memory() -> int:
+    """Bytes this process can still allocate: the least of the memory the kernel reports as
+    available, what the cgroup's limit leaves, and what the address-space limit
+    (``RLIMIT_AS``) leaves beside what the process already maps."""
+    found = []
+    meminfo = _numbers(Path("/proc/meminfo"), 1024)
+    if "MemAvailable" in meminfo:
+        found.append(meminfo["MemAvailable"])
+    limit, current = _read_int(Path("/sys/fs/cgroup/memory.max")), _read_int(Path("/sys/fs/cgroup/memory.current"))
+    if limit is not None and current is not None:
+        found.append(max(0, limit - current))
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        mapped = _numbers(Path("/proc/self/status"), 1024).get("VmSize", 0)
+        found.append(max(0, soft - mapped))
+    if not found:
+        try:
+            found.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            found.append(1 << 40)
+    return min(found)
+
+
+def _numbers(path: Path, unit: int) -> dict[str, int]:
+    """``Key: value kB`` lines of a /proc file, in bytes."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            out[key] = int(parts[0]) * (unit if parts[1:] == ["kB"] else 1)
+    return out
 
 
-def check_memory(lowered: Lowered, memory: int | None = None) -> None:
-    """Refuse a network whose weights alone would not fit in memory.
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def memory_needed(lowered: Lowered, batch: int = 1) -> tuple[int, int]:
+    """Bytes of the weights, and the peak bytes of building the module (initialisation holds a
+    copy of the weights beside them) and running one forward of ``batch`` images at the spec's
+    size (every counted activation held at once: an upper bound)."""
+    cost = lowered.cost()
+    weights = cost.params * BYTES_PER_PARAM
+    return weights, round(weights * BUILD_PEAK) + batch * cost.acts * BYTES_PER_ACT
+
+
+def check_memory(lowered: Lowered, memory: int | None = None, batch: int = 1) -> None:
+    """Refuse a network whose module would not fit in the memory available now: the weights,
+    their copies while initialised, and a forward of ``batch`` images (see :func:`memory_needed`).
+    Nothing is allocated; ``memory`` overrides the available bytes.
 
     Raises:
-        SpecError: with the estimated size of the weights.
+        SpecError: with the estimated sizes.
     """
-    memory = machine_memory() if memory is None else memory
-    params = lowered.cost().params
-    need = params * BYTES_PER_PARAM
-    if need > memory:
-        raise SpecError.single("", f"weights alone need {need / 2**30:.1f} GiB ({params:,} float32 params), "
-                                   f"more than this machine's {memory / 2**30:.1f} GiB of memory")
+    memory = available_memory() if memory is None else memory
+    weights, peak = memory_needed(lowered, batch)
+    if peak > memory:
+        size = lowered.spec.input.size
+        raise SpecError.single("", f"weights alone need {weights / 2**30:.1f} GiB ({lowered.cost().params:,} float32 "
+                                   f"params) and building the network with a forward of {batch} {size}×{size} "
+                                   f"image{'s' if batch > 1 else ''} peaks at about {peak / 2**30:.1f} GiB, more "
+                                   f"than the {memory / 2**30:.1f} GiB of memory available here")

@@ -145,7 +145,8 @@ def test_a_diverged_run_counts_as_full_error(tmp_path):
 
 
 def test_failing_trials_are_recorded_and_stop_the_search(tmp_path):
-    study = load_study(tiny(train__batch_size=100_000, trials=3))
+    # a sampled batch size larger than the data (a fixed one is refused before the search starts)
+    study = load_study(tiny(space__choices={**TINY["space"]["choices"], "train.batch_size": [100_000]}, trials=3))
     with pytest.raises(RuntimeError, match="trials in a row failed.*batch_size"):
         search(study, run_dir=tmp_path, backend="ray")
     failed = [t for t in stored(tmp_path).trials if t.user_attrs.get("status") == "failed"]

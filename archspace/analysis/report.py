@@ -73,7 +73,7 @@ def collect(ostudy) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
     rows = []
     for t in ostudy.get_trials(deepcopy=False):
-        a = t.user_attrs
+        a = _checked_attrs(t.user_attrs)
         status, reason = trial_status(t), a.get("reason")
         error = a.get("eval_error")
         if status == "diverged":
@@ -84,6 +84,27 @@ def collect(ostudy) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                      "eval_error": error, "train_loss": a.get("train_loss"), "train_error": a.get("train_error"),
                      "epochs": len(a.get("history") or []), "reason": reason, "duplicate_of": a.get("duplicate_of")})
     return rows, ostudy.user_attrs.get("archspace_study", {})
+
+
+_NUMBER_ATTRS = ("eval_error", "train_loss", "train_error")
+
+
+def _checked_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's attributes with every value the report reads of the type it expects; a value
+    of another type (a store written by another program, or edited) reads as absent."""
+    out = dict(attrs)
+    for key in _NUMBER_ATTRS:
+        if not isinstance(out.get(key), (int, float)) or isinstance(out.get(key), bool):
+            out.pop(key, None)
+    cost = out.get("cost")
+    out["cost"] = {k: v for k, v in cost.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} \
+        if isinstance(cost, dict) else {}
+    if not isinstance(out.get("history"), list):
+        out["history"] = []
+    for key in ("reason", "status"):
+        if not isinstance(out.get(key), (str, type(None))):
+            out[key] = str(out[key])
+    return out
 
 
 def space_of(ostudy, settings: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -185,6 +206,23 @@ def _table(header: Sequence[str], align: str, rows: list[Sequence[Any]]) -> list
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+REPORT_MANIFEST = ".archspace-report.json"
+"""Names the plots a report wrote into its folder: the next report removes those, and only those."""
+
+
+def _written_before(out: Path) -> list[Path]:
+    """The plots the manifest of ``out`` says an earlier report wrote (plain ``.png`` names in
+    ``out``, still there); a missing or unreadable manifest names none."""
+    try:
+        names = json.loads((out / REPORT_MANIFEST).read_text(encoding="utf-8")).get("plots", [])
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return []
+    if not isinstance(names, list):
+        return []
+    return [out / n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n
+            and (out / n).is_file() and not (out / n).is_symlink()]
+
+
 def build_report(run_dir: Path, *, storage: str | None = None, name: str | None = None,
                  group_by: str | None = None, out_dir: Path | None = None) -> dict[str, Any]:
     """Compute the analyses, draw the plots, write ``report.md``, ``report.html`` and ``report.json``.
@@ -203,7 +241,7 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
     space = space_of(ostudy, settings)
     out = Path(out_dir or Path(run_dir) / "report")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):  # plots of an earlier report that may not apply any more
+    for old in _written_before(out):  # plots of an earlier report that may not apply any more
         old.unlink()
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
@@ -358,6 +396,7 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
     md += ["", "## Study settings", "", "```yaml", yaml.safe_dump(settings, sort_keys=False).strip() or "{}", "```",
            "", f"Optuna's dashboard opens the same store: `optuna-dashboard sqlite:///{Path(run_dir).resolve()}/study.db`."]
     text = "\n".join(md) + "\n"
+    (out / REPORT_MANIFEST).write_text(json.dumps({"plots": [p.name for p in plots]}) + "\n")
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_html(title, text, out))
     result = {"markdown": str(out / "report.md"), "html": str(out / "report.html"), "plots": [str(p) for p in plots],

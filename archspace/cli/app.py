@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -41,9 +42,30 @@ class Export(str, Enum):
     graphml = "graphml"
 
 
+_QUIET_WARNINGS = ("ExperimentalWarning", "TracerWarning")
+
+
+@contextmanager
+def _quiet_warnings():
+    """Hide what users cannot act on: Optuna's experimental and user warnings and torch's tracer
+    warnings (the filters and the printer are restored on exit)."""
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+
+        def filtered(message, category, filename, lineno, file=None, line=None):
+            where = str(filename).replace(os.sep, "/")
+            if category.__name__ in _QUIET_WARNINGS or category.__module__.startswith("optuna") or "/optuna/" in where:
+                return
+            show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = filtered
+        yield
+
+
 def _fail_on_spec_errors(fn: Callable[[], None], root: str) -> None:
     try:
-        fn()
+        with _quiet_warnings():
+            fn()
     except SpecError as exc:
         for line in exc.lines(root):
             err.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -315,7 +337,6 @@ def train(
                                                                        (network.name or Path(spec).stem))
             status["code"] = _launch_ranks(nproc, run_dir, out_dir is None)
             return
-        note.print(f"data: {bundle.note}", markup=False, highlight=False, soft_wrap=True)
         if out_dir is not None:
             run_dir = out_dir
         else:
@@ -324,7 +345,8 @@ def train(
             note.print(f"run directory {run_dir}" + (f" ({default} holds a run)" if run_dir != default else ""),
                        markup=False, highlight=False, soft_wrap=True)
 
-        def on_start(plan) -> None:
+        def on_start(plan) -> None:  # every check has passed
+            note.print(f"data: {bundle.note}", markup=False, highlight=False, soft_wrap=True)
             for line in plan.messages:
                 note.print(line, markup=False, highlight=False, soft_wrap=True)
 

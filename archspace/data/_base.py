@@ -144,12 +144,14 @@ class DataInfo:
         num_classes: Number of classes (the network's ``num_classes``).
         channels: Channel counts the dataset can give (``None``: any count).
         size: The only input size the dataset can give (a baked set), or ``None``: any size.
+        train_images: Training images, where known without loading them (else ``None``).
     """
 
     name: str
     num_classes: int
     channels: tuple[int, ...] | None = None
     size: int | None = None
+    train_images: int | None = None
 
 
 def one_line(text: object) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._base import DATA_DIR, DataBundle, DataInfo, ImageSet, as_path, check_size_channels, make_bundle, problem, \
@@ -15,6 +17,29 @@ FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 VAL_FILES = ["test_batch"]
 NUM_CLASSES = 10
+MAX_BATCH_BYTES = 512 * 2**20
+"""A batch file larger than this is refused before it is read (the real ones are 31 MB)."""
+
+# The only globals a CIFAR-10 batch pickle names: numpy's array reconstruction (module path of
+# numpy 1 and 2). Lists, dicts, bytes, str and int are pickle opcodes and need no global.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles plain containers, bytes, str, numbers and numpy arrays; any other global (a
+    function a crafted file would call) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module[:60]}.{name[:60]} (only numpy arrays, "
+                                     f"containers, bytes, str and numbers may appear in a batch file)")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refused persistent id")
 
 
 def find_folder(data_dir: str | Path | None) -> Path:
@@ -32,9 +57,11 @@ def find_folder(data_dir: str | Path | None) -> Path:
 def _read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch file as ``uint8`` ``(N, 3, 32, 32)`` images and ``int64`` labels."""
     try:
+        if path.stat().st_size > MAX_BATCH_BYTES:
+            raise ValueError(f"{path.stat().st_size:,} bytes, more than the {MAX_BATCH_BYTES:,} a batch may hold")
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # any unpickling failure means a corrupt file
+            batch = _BatchUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+    except Exception as exc:  # any unpickling failure means a corrupt (or hostile) file
         raise problem(DATA_DIR, f"cannot read CIFAR-10 batch {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise problem(DATA_DIR, f"CIFAR-10 batch {path} has no b'data' and b'labels' entries")
@@ -57,6 +84,8 @@ def _array(data: Any) -> Any:
     """Pickled data as something ``torch.as_tensor`` takes (a numpy array, or nested lists)."""
     if isinstance(data, (bytes, bytearray)):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).reshape(-1, 3 * 32 * 32)
+    if isinstance(data, np.ndarray) and data.dtype.kind not in "iub":
+        raise ValueError(f"an array of {data.dtype}, not of integers")
     return data
 
 

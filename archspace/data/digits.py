@@ -18,7 +18,7 @@ NUM_CLASSES = 10
 def describe_digits(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
     """10 classes, any channel count (the gray images are replicated)."""
     take_options("digits", options, {}, {})
-    return DataInfo("digits", NUM_CLASSES)
+    return DataInfo("digits", NUM_CLASSES, train_images=len(split_indices(_raw()[1], VAL_FRACTION)[0]))
 
 
 @lru_cache(maxsize=1)

@@ -38,7 +38,8 @@ def _split(n: int, num_classes: int, size: int, channels: int, generator: torch.
 
 def describe_synthetic(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
     """``num_classes`` classes (10 by default), any channel count."""
-    return DataInfo("synthetic", take_options("synthetic", options, DEFAULTS, MINIMUM)["num_classes"])
+    taken = take_options("synthetic", options, DEFAULTS, MINIMUM)
+    return DataInfo("synthetic", taken["num_classes"], train_images=taken["n_train"])
 
 
 def load_synthetic(*, size: int, channels: int = 3, data_dir: str | Path | None = None, seed: int = 0,

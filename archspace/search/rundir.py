@@ -26,6 +26,8 @@ from ..errors import SpecError
 
 MANIFEST = "archspace-run.json"
 MANIFEST_MAX_BYTES = 64 * 1024
+SQLITE_HEADER = b"SQLite format 3\x00"
+OPTUNA_TABLES = {"studies", "trials", "version_info"}
 OWN_STORE = "study.db"  # a manifest's storage when the store is the run directory's own: moves with it
 
 
@@ -44,6 +46,60 @@ def storage_identity(url: str) -> str:
             return "sqlite://"
         return f"sqlite:///{Path(u.database).expanduser().resolve()}"
     return u.set(drivername=u.get_backend_name(), password=None, query={}).render_as_string(hide_password=False)
+
+
+def check_store_file(url: str, option: str = "--storage", reading: bool = False) -> None:
+    """Refuse an SQLite URL that archspace must not use as a study store: an in-memory database
+    (its results would be lost when the process ends), a folder, a file that is not an SQLite
+    database, or one without Optuna's tables (another program's data, which Optuna's tables
+    would be written into). ``reading`` (a report, which never creates a store) also refuses a
+    missing or empty file. Other URLs pass (:func:`~archspace.search.optuna_backend.check_reachable`
+    connects to them).
+
+    Raises:
+        SpecError: one problem on ``option``.
+    """
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return
+    if u.get_backend_name() != "sqlite":
+        return
+    database = u.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database:
+        raise SpecError.single(option, f"{url} is an in-memory database: the study would be lost when the process "
+                                       f"ends; give a file, e.g. sqlite:///runs/my-study/study.db")
+    path = Path(database).expanduser()
+    if path.is_dir():
+        raise SpecError.single(option, f"{url} names the folder {path}, not a study store file")
+    if not path.exists() or path.stat().st_size == 0:
+        if reading:
+            what = "no" if not path.exists() else "an empty file, not a"
+            raise SpecError.single(option, f"{path} is {what} study store (a report never creates one)"
+                                   if path.exists() else f"no study store at {url}")
+        return
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+        if header != SQLITE_HEADER:
+            raise SpecError.single(option, f"{path} is not an SQLite database, so not a study store; archspace "
+                                           f"does not write into it")
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise SpecError.single(option, f"cannot read {path}: {exc}") from None
+    if not OPTUNA_TABLES <= tables:
+        raise SpecError.single(option, f"{path} is an SQLite database without Optuna's tables (another program's "
+                                       f"data, {len(tables)} tables): not a study store; archspace does not write "
+                                       f"into it")
 
 
 def default_storage(run_dir: Path) -> str:
@@ -133,12 +189,13 @@ def check_trial_dir(path: Path, key: str) -> str | None:
     ``spec.yaml`` and ``config.json`` hash to another key, or cannot be read), or ``None``."""
     import yaml
 
+    from ..spec._yaml import parse_yaml
     from ..spec.io import validate
     from ..train.config import TrainConfig
     from .space import spec_hash
 
     try:
-        spec = validate(yaml.safe_load((path / "spec.yaml").read_text(encoding="utf-8")))
+        spec = validate(parse_yaml((path / "spec.yaml").read_text(encoding="utf-8"), "spec.yaml"))
         config = TrainConfig.model_validate(json.loads((path / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, UnicodeDecodeError, yaml.YAMLError, SpecError) as exc:
         return f"its spec.yaml or config.json cannot be read ({type(exc).__name__})"
@@ -156,7 +213,6 @@ def open_study(run_dir: Path, storage: str | None = None, name: str | None = Non
         SpecError: no store, another store or study than the run directory's, an unreadable store.
     """
     import optuna
-
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     manifest = read_manifest(Path(run_dir))
@@ -176,8 +232,7 @@ def open_study(run_dir: Path, storage: str | None = None, name: str | None = Non
             where = f" (its manifest names {manifest['storage']}: pass it with --storage)" if manifest else ""
             raise SpecError.single("RUN_DIR", f"no study store in {run_dir} (expected {db}){where}")
         storage = f"sqlite:///{db.resolve()}"
-    elif storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
-        raise SpecError.single("--storage", f"no study store at {storage}")  # never create one by reading
+    check_store_file(storage, reading=True)  # never create a store, nor write into another program's file
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except Exception as exc:

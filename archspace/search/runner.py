@@ -56,8 +56,10 @@ def sample_points(study: Study, n: int, sampler: optuna.samplers.BaseSampler | N
 
 
 def preflight(study: Study, n: int = PREFLIGHT_POINTS) -> None:
-    """Raise if no sampled point of the space can be trained (constraints, matching, shapes),
-    or if variants the study compares are one network (:func:`check_variants`)."""
+    """Raise if the recipe's data cannot be used, if variants the study compares are one
+    network (:func:`check_variants`), or if no sampled point of the space can be trained
+    (constraints, matching, shapes)."""
+    study.check_recipe()
     check_variants(study)
     if study.spec.sampler.kind == "grid":
         study.grid()  # every choice must be a list or an int range
@@ -72,9 +74,14 @@ def dry_run(study: Study, n: int, max_draws: int | None = None) -> list[dict[str
     """The points the study's sampler would draw first, with their analytic cost: draws go on
     until ``n`` distinct trainable points (what a fresh run trains), at most ``max_draws``
     (default ``4 n + 64``). A draw whose point an earlier draw already has is marked
-    ``duplicate`` with ``duplicate_of`` (its row index): a run would not train it."""
+    ``duplicate`` with ``duplicate_of`` (its row index): a run would not train it.
+
+    Raises:
+        SpecError: the fixed recipe's data cannot be used (see :meth:`Study.check_recipe`).
+    """
     from .optuna_backend import make_sampler
 
+    study.check_recipe()
     check_variants(study)
     limit = max_draws if max_draws is not None else 4 * n + 64
     rows: list[dict[str, Any]] = []
@@ -241,8 +248,12 @@ def check_inputs(study: Study, storage: str | None, run_dir: Path | None = None)
     """Every check before anything is written: the run directory belongs to this store and
     study, the storage is reachable, the space is not empty, the grid is well formed."""
     from .optuna_backend import check_reachable, default_storage
-    from .rundir import check_run_dir
+    from .rundir import check_run_dir, check_store_file
 
+    if storage is not None:
+        check_store_file(storage)
+    elif run_dir is not None:
+        check_store_file(default_storage(run_dir), "--out")
     if run_dir is not None:
         check_run_dir(run_dir, storage or default_storage(run_dir), study.name)
     if storage is not None:

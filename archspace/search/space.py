@@ -56,6 +56,8 @@ class IntRange(SpecModel):
     def _ordered(self) -> "IntRange":
         if self.int[0] > self.int[1]:
             raise FieldError("int", f"low {self.int[0]} is above high {self.int[1]}")
+        if self.log and self.int[0] < 1:
+            raise FieldError("int", f"a log range needs low >= 1, got [{self.int[0]}, {self.int[1]}]")
         return self
 
 
@@ -274,7 +276,9 @@ class Space:
 
     # -- checks ---------------------------------------------------------------------------
     def _check_paths(self) -> None:
-        problems = []
+        problems = self._check_layouts()
+        if problems:
+            raise SpecError(problems)
         for path in self.spec.choices:
             try:
                 keys = parse_path(path)
@@ -292,6 +296,18 @@ class Space:
                                                            "(nor under any layout the space can choose)"))
         if problems:
             raise SpecError(problems)
+
+    def _check_layouts(self) -> list[Problem]:
+        """Every layout choice applies to every base (an unknown letter, a wrong stage count)."""
+        problems = []
+        for layout in self._layouts() if "layout" in self.spec.choices else []:
+            for base in self.bases.values():
+                try:
+                    self._with_layout(copy.deepcopy(base), layout)
+                except ValueError as exc:
+                    problems.append(Problem("space.choices.layout", str(exc)))
+                    break
+        return problems
 
     def _layouts(self) -> list[str | None]:
         choice = self.spec.choices.get("layout")
@@ -378,7 +394,17 @@ class Space:
         Raises:
             SpecError: on ``train.data`` / ``train.data_dir`` / ``input.channels``.
         """
-        from ..data import describe_data, fit_spec
+        from ..data import fit_spec
+
+        return fit_spec(spec, self.data_info(config))
+
+    def data_info(self, config: TrainConfig):
+        """What ``config``'s dataset gives (described once per dataset and folder, nothing loaded).
+
+        Raises:
+            SpecError: on ``train.data`` / ``train.data_dir``.
+        """
+        from ..data import describe_data
 
         where = (config.data, config.data_dir)
         if where not in self._data:
@@ -390,7 +416,7 @@ class Space:
         if isinstance(info, SpecError):
             paths = {"--data": "train.data", "--data-dir": "train.data_dir"}
             raise SpecError([Problem(paths.get(p.path, p.path), p.message) for p in info.problems])
-        return fit_spec(spec, info)
+        return info
 
     @staticmethod
     def _draw(suggest: Suggester, name: str, choice: Choice) -> Any:

@@ -14,6 +14,7 @@ resources: {workers: 1, cpu: 1, gpu: 0}   # per trial: data-parallel workers, CP
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -23,12 +24,16 @@ from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 from ..errors import Problem, SpecError
 from ..spec._base import FieldError, PositiveInt, SpecModel
 from ..spec.io import problems_from_validation, read_yaml
+from ..train.config import MAX_SEED
 from .space import IntRange, Space, SpaceSpec, load_space
+
+MAX_GRID_POINTS = 100_000
+"""Most points a grid may have (the grid sampler lists them all)."""
 
 
 class SamplerSpec(SpecModel):
     kind: Literal["grid", "random", "tpe", "nsga2"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     startup_trials: PositiveInt = Field(5, description="Random trials before TPE models the space.")
     per_variant: PositiveInt | None = Field(None, le=100_000, description=(
         "random: train this many points of each variant (each value of the base or layout choice), the other "
@@ -141,12 +146,20 @@ class Study:
             if isinstance(choice, list):
                 grid[path] = choice
             elif isinstance(choice, IntRange):
+                count = (choice.int[1] - choice.int[0]) // choice.step + 1
+                if count > MAX_GRID_POINTS:
+                    problems.append(Problem(f"space.choices.{path}", f"an int range of {count:,} values is more "
+                                                                     f"than a grid may hold ({MAX_GRID_POINTS:,})"))
+                    continue
                 grid[path] = list(range(choice.int[0], choice.int[1] + 1, choice.step))
             else:
                 problems.append(Problem(f"space.choices.{path}", "the grid sampler needs a list of values "
                                                                  "or an int range here"))
         if problems:
             raise SpecError(problems)
+        if math.prod(len(v) for v in grid.values()) > MAX_GRID_POINTS:
+            raise SpecError.single("space.choices", f"the grid has {math.prod(len(v) for v in grid.values()):,} "
+                                                    f"points, more than {MAX_GRID_POINTS:,}")
         return grid
 
     @property
@@ -155,6 +168,24 @@ class Study:
         from .variants import DESIGN_CHOICES
 
         return next((c for c in reversed(DESIGN_CHOICES) if isinstance(self.space.spec.choices.get(c), list)), None)
+
+    def check_recipe(self) -> None:
+        """The fixed recipe's dataset can be used (unless a choice sets ``train.data`` or
+        ``train.data_dir``), and holds a full batch where its size is known without loading it:
+        checked before a dry run or a run, before anything is written.
+
+        Raises:
+            SpecError: on ``train.data`` / ``train.data_dir`` / ``train.batch_size``.
+        """
+        from ..train.config import load_config
+        from ..train.loop import check_batch
+
+        if {"train.data", "train.data_dir"} & set(self.space.spec.choices):
+            return
+        config = load_config(**self.spec.train)
+        info = self.space.data_info(config)
+        if info.train_images is not None and "train.batch_size" not in self.space.spec.choices:
+            check_batch(config.batch_size, info.train_images, info.name)
 
     def n_trials(self, override: int | None = None) -> int:
         if override is not None:
@@ -215,6 +246,8 @@ def load_study(source: str | Path | dict[str, Any], overrides: dict[str, Any] | 
         from ..spec.io import deep_merge
 
         scales = data.get("scales") or {}
+        if not isinstance(scales, dict) or not isinstance(scales.get(scale, {}), dict):
+            raise SpecError.single("scales", "must map each scale name to a mapping merged into the study")
         if scale not in scales:
             raise SpecError.single("--scale", f"unknown scale {scale!r} (this study has: "
                                               f"{', '.join(scales) or 'none'})")

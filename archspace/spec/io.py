@@ -15,14 +15,18 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Problem, SpecError
+from ..errors import Problem, SpecError, shorten
 from ._base import FieldError
+from ._yaml import parse_yaml, read_text
 from .layout import apply_layout
 from .network import STAGE_MODELS, STEM_MODELS, NetworkSpec
 from .paths import format_path, parse_path, set_path
 
 PRESET_SUFFIXES = (".yaml", ".yml")
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_EXTENDS = 32
+"""Longest chain of ``extends`` (a spec extending one extending one …)."""
+MAX_NAME = 1024
+"""Longest ``extends`` name or path, in characters."""
 _TAGS = {m.model_fields["block"].default for m in STAGE_MODELS} | {
     m.model_fields["kind"].default for m in STEM_MODELS
 }
@@ -56,17 +60,17 @@ def _preset_index(dirs: tuple[Path, ...]) -> dict[str, Path]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Parse a YAML mapping; problems name the file (and line for syntax errors)."""
+    """Parse a YAML mapping; problems name the file (and line for syntax errors).
+
+    The file's size, encoding, nesting and expanded size are bounded (see ``archspace.spec._yaml``).
+    """
+    text = read_text(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError.single("", f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.load(text, Loader=_YAML_LOADER)
+        data = parse_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        what = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
         raise SpecError.single("", f"malformed YAML in {path}{where}: {what}") from None
     if data is None:
         data = {}
@@ -120,6 +124,8 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
         raise SpecError.single("extends", f"cyclic extends: {cycle}")
+    if len(chain) > MAX_EXTENDS:
+        raise SpecError.single("extends", f"a chain of more than {MAX_EXTENDS} extends (from {chain[0].name})")
     return resolve_data(read_yaml(path), path.parent, (*chain, path))
 
 
@@ -134,7 +140,10 @@ def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] 
     if parent is None:
         return _apply_file_overrides(_layout(data), overrides)
     if not isinstance(parent, str):
-        raise SpecError.single("extends", f"must be a preset name or a relative path, got {parent!r}")
+        raise SpecError.single("extends", f"must be a preset name or a relative path, got {shorten(parent)}")
+    if len(parent) > MAX_NAME or "\0" in parent:
+        raise SpecError.single("extends", f"{shorten(parent)} ({len(parent):,} characters) is not a preset name "
+                                          f"or a path (at most {MAX_NAME} characters, no NUL){where}")
     try:
         parent_path = _resolve_extends(parent, folder)
     except SpecError as exc:
@@ -182,14 +191,14 @@ def parse_override(text: str) -> tuple[tuple[str | int, ...], Any]:
         SpecError: malformed override or path.
     """
     if "=" not in text:
-        raise SpecError.single("--set", f"{text!r} must look like PATH=VALUE, e.g. stages[2].depth=6")
+        raise SpecError.single("--set", f"{shorten(text)} must look like PATH=VALUE, e.g. stages[2].depth=6")
     path_text, value_text = text.split("=", 1)
     try:
         keys = parse_path(path_text.strip())
     except ValueError as exc:
         raise SpecError.single("--set", str(exc)) from None
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = parse_yaml(value_text, f"the value of {path_text.strip()}", "--set") if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     return keys, value
@@ -320,7 +329,7 @@ def _message(err: dict) -> str:
         return "unknown key (not part of the spec language)"
     if kind == "union_tag_invalid":
         ctx = err.get("ctx", {})
-        return f"unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+        return f"unknown kind {shorten(ctx.get('tag'))} (expected one of {ctx.get('expected_tags')})"
     if kind == "union_tag_not_found":
         ctx = err.get("ctx", {})
         return f"missing the {ctx.get('discriminator')} key that says which kind this is"
@@ -328,5 +337,5 @@ def _message(err: dict) -> str:
         return "required"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    shown = shorten(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return f"{msg[0].lower()}{msg[1:]} (got {shown})" if value is not None else msg

@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
-from ._base import ActName, FieldError, NormName, PositiveInt, SpecModel
+from ._base import MAX_CHANNELS, MAX_CLASSES, MAX_INPUT_SIZE, MAX_STAGES, ActName, FieldError, NormName, SpecModel, \
+    Width, bounded
 from .stages import (
     BottleneckStage,
     ClassAttentionStage,
@@ -28,8 +29,8 @@ STEM_MODELS = (PatchifyStem, ConvStem, ResNetStem)
 class InputSpec(SpecModel):
     """Input images: square ``size × size`` with ``channels`` channels."""
 
-    size: PositiveInt = 224
-    channels: PositiveInt = 3
+    size: bounded(MAX_INPUT_SIZE) = 224
+    channels: bounded(MAX_CHANNELS) = 3
 
 
 class HeadSpec(SpecModel):
@@ -41,7 +42,7 @@ class HeadSpec(SpecModel):
 
     pool: Literal["avg", "cls"] = "avg"
     norm: NormName = "layernorm"
-    hidden: PositiveInt | None = None
+    hidden: Width | None = None
     hidden_act: ActName = "tanh"
     dropout: float = Field(0.0, ge=0, lt=1)
 
@@ -60,7 +61,7 @@ class NetworkSpec(SpecModel):
     with; the loader applies it, and validation requires the stages to agree with it.
     """
 
-    extends: str | None = Field(None, description="Preset name or relative path this spec extends "
+    extends: str | None = Field(None, max_length=1024, description="Preset name or relative path this spec extends "
                                 "(resolved and removed when loading).")
     set: dict[str, Any] | None = Field(None, description="Spec paths to override after extends, e.g. "
                                        "{'stages[*].act': 'gelu'} (applied and removed when loading).")
@@ -68,9 +69,9 @@ class NetworkSpec(SpecModel):
     description: str | None = None
     layout: str | None = None
     input: InputSpec = InputSpec()
-    num_classes: PositiveInt = 1000
+    num_classes: bounded(MAX_CLASSES) = 1000
     stem: StemSpec
-    stages: list[StageSpec] = Field(min_length=1)
+    stages: list[StageSpec] = Field(min_length=1, max_length=MAX_STAGES)
     head: HeadSpec = HeadSpec()
     drop_path: DropPathSpec = DropPathSpec()
 

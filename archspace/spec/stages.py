@@ -11,15 +11,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ._base import ActName, FieldError, NormName, PoolName, PositiveInt, SpecModel, Stride
+from ._base import ActName, Depth, FieldError, Kernel, NormName, PoolName, Ratio, SpecModel, Stride, Width
 
 
 class _Stage(SpecModel):
     letter: ClassVar[str | None] = None
     layout_defaults: ClassVar[dict[str, Any]] = {}
 
-    depth: PositiveInt
-    width: PositiveInt
+    depth: Depth
+    width: Width
     stride: Stride = 2
 
 
@@ -29,9 +29,9 @@ class _AttentionStage(_Stage):
 
     default_head_size: ClassVar[int] = 32
 
-    heads: PositiveInt | None = None
-    head_size: PositiveInt | None = None
-    mlp_ratio: float = Field(4.0, gt=0)
+    heads: Width | None = None
+    head_size: Width | None = None
+    mlp_ratio: Ratio = 4.0
     qkv_bias: bool = True
     layer_scale: float | None = Field(None, gt=0)
     norm: NormName = "layernorm"
@@ -67,8 +67,8 @@ class MBConvStage(_Stage):
 
     letter: ClassVar[str | None] = "C"
     block: Literal["mbconv"] = "mbconv"
-    expansion: float = Field(4.0, gt=0)
-    kernel: PositiveInt = 3
+    expansion: Ratio = 4.0
+    kernel: Kernel = 3
     se_ratio: float = Field(0.25, ge=0, le=1)
     norm: NormName = "batchnorm"
     act: ActName = "gelu"
@@ -121,9 +121,9 @@ class BottleneckStage(_Stage):
     """
 
     block: Literal["bottleneck"] = "bottleneck"
-    expansion: float = Field(0.25, gt=0)
-    kernel: PositiveInt = 3
-    groups: PositiveInt | Literal["depthwise"] = 1
+    expansion: Ratio = 0.25
+    kernel: Kernel = 3
+    groups: Width | Literal["depthwise"] = 1
     order: Literal["middle", "first"] = "middle"
     norm: NormName = "batchnorm"
     norms: Literal["all", "one"] = "all"
@@ -159,9 +159,9 @@ class ConvNeXtStage(BottleneckStage):
 
     letter: ClassVar[str | None] = "X"
     block: Literal["convnext"] = "convnext"  # type: ignore[assignment]
-    expansion: float = Field(4.0, gt=0)
-    kernel: PositiveInt = 7
-    groups: PositiveInt | Literal["depthwise"] = "depthwise"
+    expansion: Ratio = 4.0
+    kernel: Kernel = 7
+    groups: Width | Literal["depthwise"] = "depthwise"
     order: Literal["middle", "first"] = "first"
     norm: NormName = "layernorm"
     norms: Literal["all", "one"] = "one"

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ._base import ActName, FieldError, NormName, PositiveInt, SpecModel, Stride
+from ._base import MAX_INPUT_SIZE, MAX_STEM_CONVS, ActName, FieldError, Kernel, NormName, SpecModel, Stride, Width, bounded
 
 
 class PatchifyStem(SpecModel):
@@ -16,8 +16,8 @@ class PatchifyStem(SpecModel):
     """
 
     kind: Literal["patchify"] = "patchify"
-    patch: PositiveInt = 16
-    width: PositiveInt | None = None
+    patch: bounded(MAX_INPUT_SIZE) = 16
+    width: Width | None = None
     norm: NormName = "none"
 
 
@@ -32,12 +32,12 @@ class ConvStem(SpecModel):
     """
 
     kind: Literal["conv"] = "conv"
-    channels: list[PositiveInt] = Field(min_length=1)
-    strides: list[Stride] | None = None
-    kernel: PositiveInt = 3
+    channels: list[Width] = Field(min_length=1, max_length=MAX_STEM_CONVS)
+    strides: list[Stride] | None = Field(None, max_length=MAX_STEM_CONVS)
+    kernel: Kernel = 3
     norm: NormName = "batchnorm"
     act: ActName = "relu"
-    project: PositiveInt | None = None
+    project: Width | None = None
     rule: Literal["vitc"] | None = None
     norm_last: bool = True
 
@@ -80,8 +80,8 @@ class ResNetStem(SpecModel):
     """ResNet stem: ``kernel × kernel`` stride-2 conv, norm, activation, 3×3 stride-2 max pool."""
 
     kind: Literal["resnet"] = "resnet"
-    width: PositiveInt = 64
-    kernel: PositiveInt = 7
+    width: Width = 64
+    kernel: Kernel = 7
     norm: NormName = "batchnorm"
     act: ActName = "relu"
 

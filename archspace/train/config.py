@@ -8,6 +8,11 @@ from pydantic import Field, ValidationError, model_validator
 
 from ..spec._base import FieldError, PositiveInt, SpecModel
 
+MAX_SEED = 2**32 - 1
+"""Largest seed (numpy's and Optuna's samplers take 32-bit seeds)."""
+MAX_ALPHA = 100.0
+"""Largest mixup / cutmix Beta parameter (beyond it the mix is 0.5 to any precision)."""
+
 
 class TrainConfig(SpecModel):
     """Everything a training run needs besides the network spec.
@@ -35,15 +40,15 @@ class TrainConfig(SpecModel):
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    mixup: float = Field(0.0, ge=0, description="Mixup Beta(α, α) parameter; 0 disables.")
-    cutmix: float = Field(0.0, ge=0, description="CutMix Beta(α, α) parameter; 0 disables.")
+    mixup: float = Field(0.0, ge=0, le=MAX_ALPHA, description="Mixup Beta(α, α) parameter; 0 disables.")
+    cutmix: float = Field(0.0, ge=0, le=MAX_ALPHA, description="CutMix Beta(α, α) parameter; 0 disables.")
     random_resized_crop: bool = False
     crop_scale: tuple[float, float] = Field((0.35, 1.0), description="Area-fraction range of the random resized "
                                                                      "crop (the papers' ImageNet recipe: 0.08, 1).")
     flip: bool = False
     ema: float | None = Field(None, gt=0, lt=1, description="EMA decay of the weights (e.g. 0.999); off if unset.")
     clip_grad: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = Field("auto", pattern=r"^(auto|cpu|[a-z_]+(:[0-9]+)?)$",
                         description="auto (the accelerator torch sees, else the cpu), cpu, or a device such as "
                                     "cuda, cuda:1, xpu, mps.")

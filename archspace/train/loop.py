@@ -33,14 +33,14 @@ from ..data.loader import Batches
 from ..errors import Problem, SpecError
 from ..graph import lower
 from ..spec import NetworkSpec, dump_spec
-from .checkpoint import (append_jsonl, load_checkpoint, save_checkpoint, write_json, write_jsonl,
-                         write_text)
+from .checkpoint import (CheckpointError, append_jsonl, load_checkpoint, remove_temp_files, save_checkpoint,
+                         write_json, write_jsonl, write_text)
 from .config import TrainConfig
 from .device import DeviceSettings, device_settings
 from .distributed import barrier, from_main, gather, ranks_from_env, start as start_ranks, sum_over_ranks
 from .optim import lr_at, make_optimizer
-from .rundir import (check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
-                     run_files)
+from .rundir import (RUN_FILES, check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
+                     run_files, show_value)
 
 STATUSES = ("complete", "diverged", "pruned")
 
@@ -81,9 +81,14 @@ def check_config(config: TrainConfig, bundle: DataBundle, world: int = 1) -> Non
     if config.batch_size % world:
         raise SpecError.single("train.batch_size", f"{config.batch_size} does not split into {world} equal parts "
                                                    f"(one per process of --nproc {world})")
-    if config.batch_size > len(bundle.train):
-        raise SpecError.single("train.batch_size", f"{config.batch_size} is larger than the {len(bundle.train)} "
-                                                   f"training images of {bundle.name}")
+    check_batch(config.batch_size, len(bundle.train), bundle.name)
+
+
+def check_batch(batch_size: int, train_images: int, dataset: str) -> None:
+    """Refuse a batch larger than the training set (no full batch could be drawn)."""
+    if batch_size > train_images:
+        raise SpecError.single("train.batch_size", f"{batch_size} is larger than the {train_images} "
+                                                   f"training images of {dataset}")
 
 
 def _evaluate(model: nn.Module, bundle: DataBundle, batches: Batches, settings: DeviceSettings) -> tuple[float, float]:
@@ -199,6 +204,9 @@ class Trainer:
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        saved = [set(g) for g in state["optimizer"]["param_groups"]]
+        if saved != [set(g) for g in self.optimizer.state_dict()["param_groups"]]:
+            raise ValueError(f"its optimizer state is not a {self.config.optimizer} optimizer's")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -427,10 +435,10 @@ def plan_run(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path | None,
         return plan
     try:
         state = load_checkpoint(ckpt)
-        done = int(state["epoch"])
-    except Exception as exc:  # a damaged file, or not a checkpoint
-        raise SpecError.single("--resume", f"cannot resume from {ckpt}: {type(exc).__name__}: "
-                                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        done = _checked_progress(state)
+    except CheckpointError as exc:  # a damaged file, or not a checkpoint
+        raise SpecError.single("--resume", f"cannot resume from {ckpt}: {exc}; use --overwrite to start the run "
+                                           f"again") from None
     if config.epochs < done:
         raise SpecError.single("--resume", f"the run in {out} has done {done} epochs; train.epochs is "
                                            f"{config.epochs} here, fewer than that (give {done} or more to continue "
@@ -463,6 +471,23 @@ def plan_run(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path | None,
                          f"to {config.epochs} epochs")
     plan.messages.append(_schedule_note(plan, step, warmup, old_total, new_total))
     return plan
+
+
+def _checked_progress(state: dict) -> int:
+    """The epochs a checkpoint has done, after checking its progress fields (epoch, step,
+    history) are what a run writes.
+
+    Raises:
+        CheckpointError: naming the first malformed field.
+    """
+    epoch, step, history = state.get("epoch"), state.get("step") or 0, state.get("history")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise CheckpointError(f"its epoch is {show_value(epoch)}, not a count of epochs done")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"its step is {show_value(step)}, not a count of steps done")
+    if not isinstance(history, list) or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+        raise CheckpointError(f"its history does not hold one row per epoch done ({epoch})")
+    return epoch
 
 
 def _schedule_note(plan: RunPlan, step: int, warmup: int, old_total: int, new_total: int) -> str:
@@ -542,9 +567,9 @@ def train(
     if ranks.parallel and len(set(gather((plan.mode, plan.state is not None)))) > 1:
         raise SpecError([Problem("--out", f"the ranks see different runs in {out_dir} (is the run directory "
                                           "shared by every node of the trial?)")])
-    if on_start is not None:
-        on_start(plan)
     if plan.mode == "complete":
+        if on_start is not None:
+            on_start(plan)
         return _completed(plan, spec)
     trainer = Trainer(spec, config, data, out_dir, init=init if plan.state is None else None, init_from=init_from)
     if on_init is not None and init is not None and plan.state is None:
@@ -552,12 +577,19 @@ def train(
     if plan.state is not None:
         try:
             trainer.load_state(plan.state)
-        except Exception as exc:  # a checkpoint from another spec or a damaged file
-            raise SpecError([Problem("--resume", f"cannot resume from {plan.out_dir / 'checkpoint.pt'}: "
-                                                 f"{type(exc).__name__}: {exc}")]) from None
+        except Exception as exc:  # a checkpoint from another spec or recipe (optimizer), or a damaged file
+            text = str(exc).strip()
+            first = text.splitlines()[0].strip()[:200] if text else ""
+            raise SpecError([Problem("--resume", f"cannot resume from {plan.out_dir / 'checkpoint.pt'}: it does "
+                                                 f"not fit this network and recipe ({type(exc).__name__}: {first}); "
+                                                 f"use --overwrite to start the run again")]) from None
+    if on_start is not None:
+        on_start(plan)
     barrier()  # every rank has checked the run directory before rank 0 writes to it
     if plan.remove and trainer.main:
         clear_run(plan.out_dir)
+    if plan.out_dir is not None and trainer.main:  # what a killed write left behind
+        remove_temp_files(plan.out_dir, RUN_FILES)
     trainer.start_files(plan.mode == "resume")
     return trainer.run(callback, on_batch, on_epoch)
 

@@ -16,6 +16,7 @@ import yaml
 
 from ..errors import SpecError
 from ..spec import NetworkSpec, dump_spec
+from ..spec._yaml import parse_yaml
 from ..spec.paths import format_path
 from .checkpoint import temp_files
 from .config import TrainConfig
@@ -119,7 +120,7 @@ def describe_run(out_dir: str | Path) -> str:
     """The run a directory holds, in a few words: ``coatnet-0, 3/10 epochs`` (best effort)."""
     out = Path(out_dir)
     name, done, total, status = None, None, None, None
-    spec = read_or_none(out / "spec.yaml", yaml.safe_load)
+    spec = read_or_none(out / "spec.yaml", _spec_yaml)
     if isinstance(spec, dict):
         name = spec.get("name")
     config = read_or_none(out / "config.json", json.loads)
@@ -139,6 +140,11 @@ def describe_run(out_dir: str | Path) -> str:
     if status in ("diverged", "pruned"):
         parts.append(status)
     return ", ".join(parts)
+
+
+def _spec_yaml(text: str) -> Any:
+    """A run's spec.yaml, parsed with the spec files' bounds (a run directory may hold any file)."""
+    return parse_yaml(text, "spec.yaml")
 
 
 def read_or_none(path: Path, parse: Callable[[str], Any]) -> Any:
@@ -189,7 +195,7 @@ def check_free(out_dir: str | Path) -> None:
 def check_same_run(out: Path, spec: NetworkSpec, config: TrainConfig) -> None:
     """Refuse to resume with another spec or recipe than the run's (see FREE_* for what may differ)."""
     if (out / "spec.yaml").exists():
-        there = _load_file(out / "spec.yaml", yaml.safe_load)
+        there = _load_file(out / "spec.yaml", _spec_yaml)
         here = yaml.safe_load(dump_spec(spec))
         if isinstance(there, dict):
             try:  # fields added since the run was written take their defaults
