@@ -173,7 +173,7 @@ def compile_network(spec: NetworkSpec | Lowered | str | os.PathLike[str] | Mappi
     Args:
         spec: a validated spec, an already lowered one, a preset name or spec file, or a
             mapping of raw spec data.
-        check_fits: refuse specs whose weights exceed this machine's memory.
+        check_fits: refuse specs whose module would not fit in the memory available (see graph.check_memory).
 
     Raises:
         SpecError: unknown preset, spec or graph-check problems, or weights too large for memory.

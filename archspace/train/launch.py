@@ -6,7 +6,8 @@
 connection (``multiprocessing.connection``, authenticated, JSON messages only): it sends
 each epoch's metrics and waits for the caller's callback to say whether to stop (a pruner),
 so a pruned trial stops after the epoch the pruner saw, on every rank; then it sends the
-result, or the error that ended the run.
+result. Any rank sends the error that ends the run (the first one to fail may outlive the
+others' messages: torchrun stops the rest).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def train_ranks(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path, *, 
                 except subprocess.TimeoutExpired:
                     proc.kill()
                 raise
-            talk.join(timeout=30 if answer.get("connected") else 2)  # rank 0's last words
+            _settle(answer)  # messages already sent are read by the connections' threads
         if "result" in answer:
             names = {f.name for f in fields(TrainResult)}
             return TrainResult(**{k: v for k, v in answer["result"].items() if k in names})
@@ -92,13 +93,19 @@ def train_ranks(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path, *, 
 
 
 def _serve(listener: Listener, callback, answer: dict) -> None:
-    """Answer rank 0 until it hangs up: epochs (stop or not), then its result or error. Ends
-    when the listener is closed, had no rank connected."""
-    try:
-        conn = listener.accept()
-    except (OSError, EOFError):  # closed, or a connection that failed to authenticate
-        return
-    answer["connected"] = True
+    """Accept every rank's connection until the listener is closed: rank 0 sends its epochs
+    (and is told whether to stop) and the result; any rank may send the error that ended it
+    (the first one is kept: the rank that failed first may outlive the others' messages)."""
+    while True:
+        try:
+            conn = listener.accept()
+        except (OSError, EOFError):  # closed, or a connection that failed to authenticate
+            return
+        answer["connected"] = True
+        threading.Thread(target=_talk, args=(conn, callback, answer), daemon=True).start()
+
+
+def _talk(conn: Connection, callback, answer: dict) -> None:
     with conn:
         while True:
             try:
@@ -110,7 +117,16 @@ def _serve(listener: Listener, callback, answer: dict) -> None:
                 stop = bool(callback(message["row"])) if callback is not None else False
                 conn.send_bytes(json.dumps(stop).encode())
             elif kind in ("result", "problems", "error"):
-                answer[kind] = message[kind]
+                answer.setdefault(kind, message[kind])
+
+
+def _settle(answer: dict, wait_s: float = 30.0) -> None:
+    """Wait (a little) until a connected rank's last message is in: the result or an error."""
+    import time
+
+    deadline = time.monotonic() + (wait_s if answer.get("connected") else 0.0)
+    while not {"result", "problems", "error"} & set(answer) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # -- the ranks' side ----------------------------------------------------------------------------------
@@ -134,10 +150,11 @@ def main(argv: list[str]) -> int:
     from .loop import train
 
     job = json.loads(Path(argv[0]).read_text())
-    conn = _link() if ranks_from_env().main else None
+    main_rank = ranks_from_env().main
+    conn = _link()  # every rank may have to say why the run ended
 
     def callback(row: dict) -> bool:
-        if conn is None:
+        if conn is None or not main_rank:
             return False  # rank 0 decides for every rank
         _send(conn, {"kind": "epoch", "row": row})
         return bool(json.loads(conn.recv_bytes()))
@@ -153,7 +170,8 @@ def main(argv: list[str]) -> int:
         text = str(exc).strip()
         _send(conn, {"kind": "error", "error": f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"})
         return 1
-    _send(conn, {"kind": "result", "result": result.as_dict()})
+    if main_rank:
+        _send(conn, {"kind": "result", "result": result.as_dict()})
     if conn is not None:
         conn.close()
     return 0

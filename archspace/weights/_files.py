@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import Problem, SpecError
-from ..graph import machine_memory
+from ..graph import available_memory
 
 WRAPPERS = ("state_dict", "model", "module")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -26,15 +26,15 @@ def read_checkpoint(path: str | os.PathLike[str], option: str = "--weights") -> 
     """The tensors of a checkpoint file, by key.
 
     Raises:
-        SpecError: unreadable, not a checkpoint, larger than this machine's memory, or holding
+        SpecError: unreadable, not a checkpoint, larger than the memory available, or holding
             anything but tensors (one problem per offending key, on ``option``).
     """
     path = Path(path)
     if not path.is_file():
         raise SpecError.single(option, f"no file {path}")
     size = path.stat().st_size
-    if size > machine_memory():
-        raise SpecError.single(option, f"{path} is {size / 2**30:.1f} GiB, more than this machine's memory")
+    if size > available_memory():
+        raise SpecError.single(option, f"{path} is {size / 2**30:.1f} GiB, more than the memory available here")
     data = _read_safetensors(path, option) if path.suffix == SAFETENSORS_SUFFIX else _read_torch(path, option)
     return _tensors(_unwrap(data), path, option)
 
