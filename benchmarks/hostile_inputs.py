@@ -29,7 +29,6 @@ import argparse
 import collections
 import json
 import os
-import pickle
 import random
 import resource
 import sqlite3
@@ -42,6 +41,8 @@ from typing import Callable
 
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from _fuzz import RunsCode, cifar_folder, mutated_specs  # noqa: E402 - the suite's hostile inputs, shared
 MEMORY_LIMIT = 6 * 2**30
 TIMEOUT_S = 120
 TINY = "name: tiny\ninput: {size: 32}\nnum_classes: 10\nstem: {kind: conv, channels: [8]}\n" \
@@ -76,19 +77,6 @@ def _tiny_run(d: Path, *extra: str) -> Path:
     archspace(["train", "tiny.yaml", "--data", "synthetic", "--epochs", "1", "--batch-size", "16",
                "--out", "run", *extra], d)
     return d / "run"
-
-
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
-
-
-def _cifar(d: Path, batch_obj) -> None:
-    folder = d / "cifar-10-batches-py"
-    folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch_obj, f)
 
 
 def _spec(text: str | bytes) -> Callable[[Path], list[str]]:
@@ -241,7 +229,7 @@ CASES: dict[str, dict[str, Callable[[Path], list[str]]]] = {
                                       "--dry-run"),
     },
     "training": {
-        "cifar10 code in pickle": lambda d: (_cifar(d, {b"data": _Evil(), b"labels": [0]}),
+        "cifar10 code in pickle": lambda d: (cifar_folder(d, {b"data": RunsCode(), b"labels": [0]}),
                                              d.joinpath("tiny.yaml").write_text(TINY),
                                              ["train", "tiny.yaml", "--data", "cifar10", "--data-dir", ".",
                                               "--epochs", "1", "--out", "r"])[2],
@@ -261,8 +249,6 @@ def run_fuzz(n: int, workdir: Path) -> list[dict]:
     """``n`` mutated presets (``tests/_fuzz.py``: every preset in turn, seeded) through
     ``archspace build --format json`` in one child process under the memory limit; every 5th
     file also compiles its module. A child that dies is restarted after the file it died on."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _fuzz import mutated_specs
 
     files = []
     for i, text in enumerate(mutated_specs(n, seed=13)):

@@ -25,6 +25,27 @@ HOSTILE_VALUES: list[Any] = [
 ]
 
 
+class RunsCode:
+    """Pickled, it runs ``touch PWNED`` when loaded: what a crafted data file would do."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+def cifar_folder(root: Path, batch) -> Path:
+    """A CIFAR-10 folder whose every batch file is ``batch`` pickled."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return folder
+
+
 def mutated_specs(n: int, seed: int = 0) -> list[str]:
     """``n`` mutated presets as YAML text (every preset in turn, depths cut to 1 so that the
     legal ones compile fast): hostile values at random paths, dropped keys, unknown keys,

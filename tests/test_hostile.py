@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import pickle
 import resource
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _fuzz import RunsCode, cifar_folder
 from archspace.data import load_data
 from archspace.errors import SpecError
 
@@ -55,23 +55,9 @@ def refused(result, *needles: str, lines: int = 1) -> str:
 # ---------------------------------------------------------------------------- no code from data
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("touch PWNED",))
-
-
-def _cifar_folder(root: Path, batch) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    return folder
-
-
 def test_cifar_batch_that_would_run_code_is_refused(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    folder = _cifar_folder(tmp_path, {b"data": _RunsCode(), b"labels": [0]})
+    folder = cifar_folder(tmp_path, {b"data": RunsCode(), b"labels": [0]})
     with pytest.raises(SpecError) as excinfo:
         load_data("cifar10", size=32, data_dir=folder)
     assert not (tmp_path / "PWNED").exists()
@@ -82,7 +68,7 @@ def test_cifar_batch_that_would_run_code_is_refused(tmp_path: Path, monkeypatch)
 def test_cifar_batch_of_numpy_arrays_still_loads(tmp_path: Path):
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, size=(4, 3072), dtype=np.uint8)
-    folder = _cifar_folder(tmp_path, {b"batch_label": b"x", b"data": data, b"labels": [1, 2, 3, 4],
+    folder = cifar_folder(tmp_path, {b"batch_label": b"x", b"data": data, b"labels": [1, 2, 3, 4],
                                       b"filenames": [b"a.png"] * 4})
     bundle = load_data("cifar10", size=32, data_dir=folder)
     assert bundle.train.images.shape == (20, 3, 32, 32)
@@ -90,7 +76,7 @@ def test_cifar_batch_of_numpy_arrays_still_loads(tmp_path: Path):
 
 
 def test_cifar_code_through_the_cli_exits_2(tmp_path: Path):
-    _cifar_folder(tmp_path, {b"data": _RunsCode(), b"labels": [0]})
+    cifar_folder(tmp_path, {b"data": RunsCode(), b"labels": [0]})
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = run_cli("train", "tiny.yaml", "--data", "cifar10", "--data-dir", ".", "--epochs", "1", "--out", "r",
                      cwd=tmp_path)

@@ -31,8 +31,6 @@ def installed(tmp_path_factory):
             shutil.copy2(path, src / name)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
                         "-w", str(tmp / "dist")], capture_output=True, text=True)
-    if r.returncode != 0 and "No module named pip" in r.stderr:
-        pytest.skip("pip is not available in this environment")
     assert r.returncode == 0, r.stderr
     (wheel,) = (tmp / "dist").glob("archspace-*.whl")
     site = tmp / "site"

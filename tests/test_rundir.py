@@ -122,3 +122,12 @@ def test_report_refuses_another_store_than_the_run_directorys(finished, cli, tmp
     result = cli("report", folder / "out", "--storage", f"sqlite:///{tmp_path / 'x.db'}")
     assert result.exit_code == 2 and result.err_lines[0].startswith("--storage: run directory ")
     assert not (tmp_path / "x.db").exists()
+
+
+def test_json_lines_leaves_out_only_a_torn_last_line():
+    from archspace.train.rundir import json_lines
+
+    assert json_lines('{"epoch": 1}\n{"epoch": 2}\n') == [{"epoch": 1}, {"epoch": 2}]
+    assert json_lines('{"epoch": 1}\n{"epo') == [{"epoch": 1}]  # a write cut by a kill
+    with pytest.raises(ValueError):  # damage in the middle is not a kill: the caller repairs or refuses
+        json_lines('{"epoch": 1}\n{"epo\n{"epoch": 3}\n')

@@ -155,12 +155,17 @@ def read_or_none(path: Path, parse: Callable[[str], Any]) -> Any:
 
 
 def json_lines(text: str) -> list:
-    rows = []
-    for line in text.splitlines():
+    """The rows of a JSON-lines file that archspace appends to. Only the last line may be
+    torn (a write cut by a kill leaves no newline after it): it is left out. A bad line
+    anywhere else is damage, not a kill: ``ValueError``."""
+    lines = text.split("\n")
+    torn = lines.pop()  # after the last newline: "" for a whole file, else a cut write
+    rows = [json.loads(line) for line in lines if line.strip()]
+    if torn.strip():
         try:
-            rows.append(json.loads(line))
+            rows.append(json.loads(torn))
         except ValueError:
-            pass  # a line torn by a kill
+            pass  # the write a kill cut short: its epoch is in the checkpoint or done again
     return rows
 
 
