@@ -229,16 +229,19 @@ def test_raising_the_budget_trains_a_new_point(finished_tiny, tmp_path):
 
 
 def test_kill_9_mid_search_then_rerun_finishes_the_budget(tmp_path):
-    study_file = write_study(tmp_path, train={**TINY["train"], "epochs": 3}, trials=4)
+    # Five epochs a trial: the window "one trial complete, the next one training" lasts several
+    # epochs, so the watcher sees it even on a loaded machine (three were once too few).
+    study_file = write_study(tmp_path, train={**TINY["train"], "epochs": 5}, trials=4)
     out = tmp_path / "out"
     url = sqlite_url(out / "study.db")
     proc = start_search(study_file, "--out", out, "--format", "json")
-    deadline, snapshot = time.time() + 120, None
+    deadline, snapshot, study = time.time() + 180, None, None
     try:
         while time.time() < deadline and proc.poll() is None:
             time.sleep(0.1)
             try:
-                trials = load(url).get_trials()
+                study = study or load(url)  # one storage, opened once: each poll is one query
+                trials = study.get_trials()
             except Exception:  # not created yet, or the writer holds the lock
                 continue
             running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("claimed")
@@ -248,9 +251,11 @@ def test_kill_9_mid_search_then_rerun_finishes_the_budget(tmp_path):
                 snapshot = trials
                 break
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate()
-    assert snapshot is not None, "never saw a complete trial and a running one (search too fast or too slow?)"
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate()
+    assert snapshot is not None, (f"never saw a complete trial and a running one (exit {proc.returncode}): "
+                                  f"{err[-1000:]}")
     before = {t.number: (t.params, t.values, t.user_attrs["key"]) for t in snapshot if trial_status(t) in TRAINED}
     killed = [t.number for t in load(url).get_trials() if t.state == TrialState.RUNNING]
     assert len(killed) == 1, killed
