@@ -15,13 +15,17 @@ or, the way timm is used::
     model = archspace.create_model("convnext-t", num_classes=10, weights="convnext_tiny.safetensors")
 """
 
-from . import weights
 from ._factory import create_model, list_models
-from .compile import FeatureNetwork, Network, compile_network
+from ._lazy import lazy
 from .complexity import complexity
 from .errors import Problem, SpecError
 from .graph import Lowered, lower
 from .spec import NetworkSpec, load_spec
+
+# what needs torch is imported on first use: specs, checks and analytic cost run without it
+__getattr__, __dir__ = lazy(__name__, globals(), {
+    "FeatureNetwork": ".compile:FeatureNetwork", "Network": ".compile:Network",
+    "compile_network": ".compile:compile_network", "weights": ".weights"})
 
 __version__ = "0.1.0"
 

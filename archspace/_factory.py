@@ -5,13 +5,15 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
-from .compile import FeatureNetwork, Network, compile_network
 from .errors import SpecError
 from .spec import NetworkSpec, dump_spec, load_spec, parse_path, preset_index
+
+if TYPE_CHECKING:
+    from .compile import FeatureNetwork, Network
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def create_model(
         pairs.extend(_leaves(_path(key), value))
     if num_classes is not None:
         pairs.append((("num_classes",), num_classes))
+    from .compile import FeatureNetwork, compile_network
+
     model = compile_network(load_spec(source, pairs, size))
     if weights is not None:
         from .weights import import_weights

@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import STAGES, STEMS, Head
+from .blocks import STAGES, STEMS
+from .blocks.modules import Head
 from .graph import Lowered, check_memory, lower
 from .spec import NetworkSpec, load_spec
 

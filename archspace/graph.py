@@ -17,7 +17,7 @@ from pathlib import Path
 import networkx as nx
 
 from . import cost as C
-from .blocks import STAGES, STEMS, FeatureShape, Head
+from .blocks import STAGES, STEMS, FeatureShape, HeadFamily as Head
 from .errors import Problem, SpecError
 from .spec import ClassAttentionStage, NetworkSpec, PatchifyStem
 

@@ -202,6 +202,19 @@ def end_to_end(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
             "last": statistics.fmean(gaps[-k:])}
 
 
+def quickstart_trial_s(folder: Path) -> float:
+    """Wall seconds of one trial of studies/quickstart.yaml as the search trains it (its first
+    trainable sampled point, full recipe: digits, 6 epochs), in this process."""
+    from archspace.search.runner import sample_points
+    from archspace.train import train
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml")
+    point = next(p for _, p, reason in sample_points(study, 8) if reason is None)
+    t0 = time.perf_counter()
+    train(point.spec, point.train, folder / "quickstart-trial")
+    return time.perf_counter() - t0
+
+
 # -- part 2: real trials per hour ----------------------------------------------------------------
 
 LAUNCH_WITH_CPUS = ("import os, sys; os.cpu_count = lambda: int(os.environ['BENCH_CPUS']); "
@@ -273,6 +286,8 @@ def main() -> None:
     ap.add_argument("--skip-overhead", action="store_true", help="part 2 only")
     ap.add_argument("--oversubscribed", action="store_true",
                     help="also run 2 plain processes that each use every core (slow: shows the OpenMP spin problem)")
+    ap.add_argument("--quickstart-s", type=float, default=None,
+                    help="seconds of one quickstart trial (default: train one and time it)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
     import torch
@@ -291,6 +306,8 @@ def main() -> None:
         for sampler in ("random", "tpe") if not args.skip_overhead else ():
             report["end_to_end"].append({"space": "tiny (2 choices, match)", "sampler": sampler,
                                          **end_to_end(TINY_SPACE, sampler, args.trials, folder)})
+        if report["end_to_end"]:
+            report["quickstart_trial_s"] = args.quickstart_s or quickstart_trial_s(folder)
         if not args.skip_real:
             runs = [(1, "cli"), (2, "cli"), (2, "procs")] + ([(2, "oversubscribed")] if args.oversubscribed else [])
             for workers, mode in runs:
@@ -318,6 +335,14 @@ def _print_overhead(report: dict, args) -> None:
     for r in report["end_to_end"]:
         print(f"  {r['space']:38} {r['sampler']:7} {r['mean']:7.1f}   {r['first']:.1f} → {r['last']:.1f}"
               f"   ({r['trials']} trials in the store)")
+    trial = report.get("quickstart_trial_s")
+    if trial:
+        print()
+        print(f"per-trial overhead as a share of a quickstart trial ({trial:.1f} s: studies/quickstart.yaml, "
+              f"digits, 6 epochs; target < 1%)")
+        for r in report["end_to_end"]:
+            print(f"  {r['sampler']:7} mean {r['mean']:6.1f} ms = {100 * r['mean'] / 1e3 / trial:.2f}%   "
+                  f"last {r['last']:6.1f} ms = {100 * r['last'] / 1e3 / trial:.2f}%")
 
 
 def _print_real(report: dict, args) -> None:

@@ -86,6 +86,18 @@ def test_digits_split_fixed_and_stratified():
     assert 0.19 < len(a.val) / 1797 < 0.21
 
 
+def test_digits_described_without_loading():
+    """describe_data counts the training split from the class counts it knows (no torch, no
+    loading): they must be the data's."""
+    from archspace.data import describe_data
+    from archspace.data.digits import CLASS_COUNTS
+
+    bundle = load_data("digits", size=8, channels=1)
+    counts = torch.bincount(torch.cat([bundle.train.labels, bundle.val.labels]), minlength=10)
+    assert tuple(counts.tolist()) == CLASS_COUNTS
+    assert describe_data("digits").train_images == len(bundle.train)
+
+
 # ---------------------------------------------------------------------------- synthetic
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from .. import cost as C
+from .._lazy import lazy
 from ..errors import Problem
-from ..layers.common import ConvUnit, drop_path, layer_scale, layer_scale_cost, units_cost
-from ..layers.norms import act, map_norm, norm_cost
+from ..layers.common import ConvUnit, layer_scale_cost, units_cost
+from ..layers.norms import norm_cost
 from ..spec import BottleneckStage
 from .base import STAGES, Family, FeatureShape, kernel_warning, register
-from .mbconv import ConvStageModule
+
+__getattr__, __dir__ = lazy(__name__, globals(), {"BottleneckBlock": ".modules:BottleneckBlock"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +64,6 @@ class BottleneckPlan:
         return c + layer_scale_cost(self.cout, self.spec.layer_scale), ho, wo
 
 
-class BottleneckBlock(nn.Module):
-    def __init__(self, plan: BottleneckPlan, drop: float):
-        super().__init__()
-        short = plan.shortcut()
-        self.shortcut = short.build() if short is not None else nn.Identity()
-        self.convs = nn.Sequential(*(u.build() for u in plan.units()))
-        self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
-        self.drop_path = drop_path(drop)
-        self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.shortcut(x) + self.drop_path(self.layer_scale(self.convs(x))))
-
-
 @dataclass(frozen=True, slots=True)
 class SeparateDownsample:
     """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
@@ -100,11 +85,10 @@ class SeparateDownsample:
         c, h, w = unit.cost(h, w)
         return c + norm_cost(self.spec.norm, self.cin), h, w
 
-    def build(self) -> nn.Module:
-        unit = self.unit()
-        if unit is None:
-            return nn.Identity()
-        return nn.Sequential(map_norm(self.spec.norm, self.cin), unit.build())
+    def build(self):
+        from .modules import separate_downsample
+
+        return separate_downsample(self)
 
 
 @register(STAGES, "bottleneck", "convnext")
@@ -136,5 +120,7 @@ class BottleneckFamily(Family):
         return c + c1 + (rest[0].cost(h, w)[0] * len(rest) if rest else C.ZERO)
 
     def build(self, spec, shape, drop_rates):
+        from .modules import BottleneckBlock, ConvStageModule
+
         down, plans = self.plans(spec, shape)
         return ConvStageModule([BottleneckBlock(p, d) for p, d in zip(plans, drop_rates)], down.build())

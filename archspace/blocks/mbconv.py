@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
 from .. import cost as C
-from ..layers.common import ConvUnit, Shortcut, SqueezeExcite, drop_path, units_cost
-from ..layers.norms import map_norm, norm_cost
+from .._lazy import lazy
+from ..layers.common import ConvUnit, se_cost, shortcut_cost, units_cost
+from ..layers.norms import norm_cost
 from ..spec import MBConvStage
 from .base import STAGES, Family, FeatureShape, kernel_warning, register
+
+__getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for name in (
+    "MBConvBlock", "ConvStageModule")})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,37 +52,8 @@ class MBConvPlan:
         c, ho, wo = units_cost((expand, dw), h, w)
         c = c + norm_cost(self.spec.norm, self.cin) + project.cost(ho, wo)[0]
         if self.reduced:
-            c = c + SqueezeExcite.cost(self.mid, self.reduced)
-        return c + Shortcut.cost(self.cin, self.cout, ho, wo), ho, wo
-
-
-class MBConvBlock(nn.Module):
-    def __init__(self, plan: MBConvPlan, drop: float):
-        super().__init__()
-        expand, dw, project = plan.units()
-        self.shortcut = Shortcut(plan.cin, plan.cout, plan.stride, plan.spec.shortcut_pool)
-        self.norm = map_norm(plan.spec.norm, plan.cin)
-        self.expand = expand.build()
-        self.dw = dw.build()
-        self.se = SqueezeExcite(plan.mid, plan.reduced) if plan.reduced else nn.Identity()
-        self.project = project.build()
-        self.drop_path = drop_path(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.project(self.se(self.dw(self.expand(self.norm(x)))))
-        return self.shortcut(x) + self.drop_path(branch)
-
-
-class ConvStageModule(nn.Module):
-    """A stage of map-to-map blocks; class tokens pass through untouched (there are none)."""
-
-    def __init__(self, blocks: list[nn.Module], down: nn.Module | None = None):
-        super().__init__()
-        self.down = down if down is not None else nn.Identity()
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor, cls: torch.Tensor | None):
-        return self.blocks(self.down(x)), cls
+            c = c + se_cost(self.mid, self.reduced)
+        return c + shortcut_cost(self.cin, self.cout, ho, wo), ho, wo
 
 
 @register(STAGES, "mbconv")
@@ -102,4 +74,6 @@ class MBConvFamily(Family):
         return c + (rest[0].cost(h, w)[0] * len(rest) if rest else C.ZERO)
 
     def build(self, spec, shape, drop_rates):
+        from .modules import ConvStageModule, MBConvBlock
+
         return ConvStageModule([MBConvBlock(p, d) for p, d in zip(self.plans(spec, shape), drop_rates)])

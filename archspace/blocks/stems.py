@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 
-from torch import nn
-
 from .. import cost as C
+from .._lazy import lazy
 from ..layers.common import ConvUnit, units_cost
 from ..spec import ConvStem, PatchifyStem, ResNetStem
 from .base import STEMS, Family, FeatureShape, register
 
-
-class Stem(nn.Sequential):
-    """A stem: a chain of conv units (and, for ResNet, a max pool)."""
+__getattr__, __dir__ = lazy(__name__, globals(), {"Stem": ".modules:Stem"})
 
 
 @register(STEMS, "patchify")
@@ -33,6 +30,8 @@ class PatchifyFamily(Family):
         return units_cost(self.units(spec, shape.channels), shape.height, shape.width)[0]
 
     def build(self, spec, shape, drop_rates):
+        from .modules import Stem
+
         return Stem(*(u.build() for u in self.units(spec, shape.channels)))
 
 
@@ -62,6 +61,8 @@ class ConvStemFamily(Family):
         return units_cost(self.units(spec, shape.channels), shape.height, shape.width)[0]
 
     def build(self, spec, shape, drop_rates):
+        from .modules import Stem
+
         return Stem(*(u.build() for u in self.units(spec, shape.channels)))
 
 
@@ -80,4 +81,8 @@ class ResNetStemFamily(Family):
         return self.unit(spec, shape.channels).cost(shape.height, shape.width)[0]
 
     def build(self, spec, shape, drop_rates):
+        from torch import nn
+
+        from .modules import Stem
+
         return Stem(self.unit(spec, shape.channels).build(), nn.MaxPool2d(3, 2, 1))

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import torch
-from torch import Tensor
+from .._lazy import lazy_module
 
 from ._base import CHANNELS, DATA, SIZE, DataBundle, DataInfo, ImageSet, MappedSet, check_size_channels, problem
 from .augment import Augment
@@ -40,7 +39,11 @@ from .digits import describe_digits, load_digits
 from .imagefolder import describe_imagefolder, load_imagefolder
 from .synthetic import describe_synthetic, load_synthetic
 
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
+
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from ..spec import NetworkSpec
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
-import torch.nn.functional as F
+from .._lazy import lazy_module
 
 from ..errors import Problem, SpecError
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
+F = lazy_module("torch.nn.functional")
 
 DATA = "--data"
 DATA_DIR = "--data-dir"
@@ -265,6 +267,13 @@ def make_bundle(name: str, train: ImageSet, val: ImageSet, num_classes: int, not
                       note=note or f"{name} is held in memory")
 
 
+def held_out(n: int, val_fraction: float = 0.2) -> int:
+    """How many of a class's ``n`` samples :func:`split_indices` holds out for validation."""
+    if n < 2:
+        return 0
+    return min(max(int(round(val_fraction * n)), 1), n - 1)
+
+
 def split_indices(labels: torch.Tensor, val_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed stratified split: per class, a fixed shuffle and ``round(fraction × n)`` held out.
 
@@ -276,11 +285,7 @@ def split_indices(labels: torch.Tensor, val_fraction: float = 0.2) -> tuple[torc
     for cls in torch.unique(labels, sorted=True).tolist():
         idx = torch.nonzero(labels == cls).flatten()
         idx = idx[torch.randperm(idx.numel(), generator=generator)]
-        n_val = int(round(val_fraction * idx.numel()))
-        if idx.numel() >= 2:
-            n_val = min(max(n_val, 1), idx.numel() - 1)
-        else:
-            n_val = 0
+        n_val = held_out(idx.numel(), val_fraction)
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return torch.cat(train).sort().values, torch.cat(val).sort().values

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from .._lazy import lazy_module
 
 from ..errors import Problem, SpecError
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
+F = lazy_module("torch.nn.functional")
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # aspect-ratio range of random resized crops
 

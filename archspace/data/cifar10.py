@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ._base import DATA_DIR, DataBundle, DataInfo, ImageSet, as_path, check_size_channels, make_bundle, problem, \
     resize, take_options, to_channels
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]

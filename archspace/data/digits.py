@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ._base import DATA, DataBundle, DataInfo, ImageSet, check_size_channels, make_bundle, problem, resize, \
+from .._lazy import lazy_module
+from ._base import DATA, DataBundle, DataInfo, ImageSet, check_size_channels, held_out, make_bundle, problem, resize, \
     split_indices, take_options, to_channels
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
 
 VAL_FRACTION = 0.2
 NUM_CLASSES = 10
+SKLEARN_MISSING = "digits needs scikit-learn (pip install 'archspace[data]')"
+# images per class of scikit-learn's digits (the fixed set it bundles): the training split's size
+# is counted from them, without loading the images (tests/test_data.py checks them against the data)
+CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
 
 def describe_digits(*, data_dir: str | Path | None = None, **options: Any) -> DataInfo:
     """10 classes, any channel count (the gray images are replicated)."""
     take_options("digits", options, {}, {})
-    return DataInfo("digits", NUM_CLASSES, train_images=len(split_indices(_raw()[1], VAL_FRACTION)[0]))
+    if importlib.util.find_spec("sklearn") is None:
+        raise problem(DATA, SKLEARN_MISSING)
+    return DataInfo("digits", NUM_CLASSES, train_images=sum(n - held_out(n, VAL_FRACTION) for n in CLASS_COUNTS))
 
 
 @lru_cache(maxsize=1)
@@ -27,7 +35,7 @@ def _raw() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise problem(DATA, "digits needs scikit-learn (pip install 'archspace[data]')") from None
+        raise problem(DATA, SKLEARN_MISSING) from None
     digits = load_digits()
     pixels = torch.as_tensor(digits.data, dtype=torch.float64).reshape(-1, 1, 8, 8)
     images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)

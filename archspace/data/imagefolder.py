@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
+from .._lazy import lazy_module
 from ..errors import Problem, SpecError
 from ._base import (DATA_DIR, DataBundle, DataInfo, ImageSet, as_path, check_size_channels, channel_stats,
                     make_bundle, one_line, problem, split_indices, take_options)
 from ._decode import EXTENSIONS, Listing, centre_square, class_folders, eval_crop, list_split
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
 
 VAL_FRACTION = 0.2
 MAX_LISTED = 5  # unreadable images reported one per problem, up to this many

@@ -6,9 +6,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from .._lazy import lazy_module
 from ._base import DataBundle, DataInfo, ImageSet, check_size_channels, make_bundle, take_options
+
+torch = lazy_module("torch")  # imported on first use: describing a dataset needs no torch
 
 DEFAULTS = {"num_classes": 10, "n_train": 512, "n_val": 128}
 MINIMUM = {"num_classes": 2, "n_train": 1, "n_val": 1}

@@ -39,7 +39,6 @@ from optuna.trial import TrialState
 
 from .. import __version__
 from ..errors import SpecError
-from ..train import train
 from .rundir import default_storage
 from .space import Point
 from .study import Study
@@ -368,6 +367,14 @@ its trials train there (``train.device`` does not change what is trained)."""
 
 def worker_device() -> str | None:
     return os.environ.get(DEVICE_ENV) or None
+
+
+def train(*args: Any, **kwargs: Any):
+    """:func:`archspace.train.train`, imported on first use: sampling, resolving and planning a
+    study need no torch (a module-level name, so benchmarks and tests can stand in for it)."""
+    from ..train import train as run
+
+    return run(*args, **kwargs)
 
 
 def _train_trial(point: Point, out: Path, resume: bool, report: Callable[[dict], bool], device: str | None,

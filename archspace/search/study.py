@@ -177,8 +177,7 @@ class Study:
         Raises:
             SpecError: on ``train.data`` / ``train.data_dir`` / ``train.batch_size``.
         """
-        from ..train.config import load_config
-        from ..train.loop import check_batch
+        from ..train.config import check_batch, load_config
 
         if {"train.data", "train.data_dir"} & set(self.space.spec.choices):
             return

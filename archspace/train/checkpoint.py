@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+from .._lazy import lazy_module
 
+torch = lazy_module("torch")  # imported on first use: a run directory is read without torch
 
 _UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
 os.umask(_UMASK)

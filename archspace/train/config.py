@@ -108,3 +108,12 @@ def read_config(path) -> dict:
         raise SpecError([Problem("--config", p.message) for p in exc.problems]) from None
     load_config(**data)
     return data
+
+
+def check_batch(batch_size: int, train_images: int, dataset: str) -> None:
+    """Refuse a batch larger than the training set (no full batch could be drawn)."""
+    from ..errors import SpecError
+
+    if batch_size > train_images:
+        raise SpecError.single("train.batch_size", f"{batch_size} is larger than the {train_images} "
+                                                   f"training images of {dataset}")

@@ -35,7 +35,7 @@ from ..graph import lower
 from ..spec import NetworkSpec, dump_spec
 from .checkpoint import (CheckpointError, append_jsonl, load_checkpoint, remove_temp_files, save_checkpoint,
                          write_json, write_jsonl, write_text)
-from .config import TrainConfig
+from .config import TrainConfig, check_batch
 from .device import DeviceSettings, device_settings
 from .distributed import barrier, from_main, gather, ranks_from_env, start as start_ranks, sum_over_ranks
 from .optim import lr_at, make_optimizer
@@ -82,13 +82,6 @@ def check_config(config: TrainConfig, bundle: DataBundle, world: int = 1) -> Non
         raise SpecError.single("train.batch_size", f"{config.batch_size} does not split into {world} equal parts "
                                                    f"(one per process of --nproc {world})")
     check_batch(config.batch_size, len(bundle.train), bundle.name)
-
-
-def check_batch(batch_size: int, train_images: int, dataset: str) -> None:
-    """Refuse a batch larger than the training set (no full batch could be drawn)."""
-    if batch_size > train_images:
-        raise SpecError.single("train.batch_size", f"{batch_size} is larger than the {train_images} "
-                                                   f"training images of {dataset}")
 
 
 def _evaluate(model: nn.Module, bundle: DataBundle, batches: Batches, settings: DeviceSettings) -> tuple[float, float]:

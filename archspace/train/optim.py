@@ -7,8 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..layers.attention import ClassToken, PositionEmbedding, RelativePositionBias
-from ..layers.common import LayerScale
+from ..layers.modules import ClassToken, LayerScale, PositionEmbedding, RelativePositionBias
 from .config import TrainConfig
 
 NO_DECAY_MODULES = (ClassToken, PositionEmbedding, RelativePositionBias, LayerScale)

@@ -1,0 +1,241 @@
+"""The torch modules of the families: stems, bottleneck / MBConv / transformer / class-attention
+blocks and stages, and the classifier head.
+
+The families (shape rules, checks, plans, analytic cost) are in :mod:`.bottleneck`,
+:mod:`.mbconv`, :mod:`.transformer`, :mod:`.stems` and :mod:`.head`, without torch; their
+``build`` imports this module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.modules import (
+    Attention,
+    ClassAttention,
+    Mlp,
+    NoBias,
+    RelativePositionBias,
+    Shortcut,
+    SqueezeExcite,
+    TalkingHeadsAttention,
+    act,
+    drop_path,
+    layer_scale,
+    map_norm,
+    token_norm,
+)
+from ..spec import ClassAttentionStage, HeadSpec
+from .bottleneck import BottleneckPlan, SeparateDownsample
+from .head import head_cost
+from .mbconv import MBConvPlan
+from .transformer import TransformerPlan, class_attention_block_cost
+
+# --- stems ------------------------------------------------------------------------------
+
+
+class Stem(nn.Sequential):
+    """A stem: a chain of conv units (and, for ResNet, a max pool)."""
+
+
+# --- conv stages ------------------------------------------------------------------------
+
+
+class ConvStageModule(nn.Module):
+    """A stage of map-to-map blocks; class tokens pass through untouched (there are none)."""
+
+    def __init__(self, blocks: list[nn.Module], down: nn.Module | None = None):
+        super().__init__()
+        self.down = down if down is not None else nn.Identity()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None):
+        return self.blocks(self.down(x)), cls
+
+
+class BottleneckBlock(nn.Module):
+    def __init__(self, plan: BottleneckPlan, drop: float):
+        super().__init__()
+        short = plan.shortcut()
+        self.shortcut = short.build() if short is not None else nn.Identity()
+        self.convs = nn.Sequential(*(u.build() for u in plan.units()))
+        self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
+        self.drop_path = drop_path(drop)
+        self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.drop_path(self.layer_scale(self.convs(x))))
+
+
+def separate_downsample(down: SeparateDownsample) -> nn.Module:
+    """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
+    unit = down.unit()
+    if unit is None:
+        return nn.Identity()
+    return nn.Sequential(map_norm(down.spec.norm, down.cin), unit.build())
+
+
+class MBConvBlock(nn.Module):
+    def __init__(self, plan: MBConvPlan, drop: float):
+        super().__init__()
+        expand, dw, project = plan.units()
+        self.shortcut = Shortcut(plan.cin, plan.cout, plan.stride, plan.spec.shortcut_pool)
+        self.norm = map_norm(plan.spec.norm, plan.cin)
+        self.expand = expand.build()
+        self.dw = dw.build()
+        self.se = SqueezeExcite(plan.mid, plan.reduced) if plan.reduced else nn.Identity()
+        self.project = project.build()
+        self.drop_path = drop_path(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch = self.project(self.se(self.dw(self.expand(self.norm(x)))))
+        return self.shortcut(x) + self.drop_path(branch)
+
+
+# --- transformer stages -----------------------------------------------------------------
+
+
+class TokenPool(nn.Module):
+    """2×2 stride-2 pooling of the patch tokens (no class token may be present)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, _, c = x.shape
+        grid = x.transpose(1, 2).reshape(b, c, size[0], size[1])
+        return self.pool(grid, 2, 2).flatten(2).transpose(1, 2)
+
+
+class NoPool(nn.Module):
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return x
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, plan: TransformerPlan, drop: float):
+        super().__init__()
+        s = plan.spec
+        self.stride = plan.stride
+        self.norm1 = token_norm(s.norm, plan.cin)
+        self.pool = TokenPool(s.shortcut_pool) if plan.stride == 2 else NoPool()
+        self.shortcut = nn.Linear(plan.cin, plan.cout) if plan.cin != plan.cout else nn.Identity()
+        bias = RelativePositionBias(plan.heads, plan.grid) if s.attention == "relative" else NoBias()
+        attn = TalkingHeadsAttention if s.talking_heads else Attention
+        self.attn = attn(plan.cin, plan.cout, plan.heads, s.qkv_bias, bias)
+        self.ls1 = layer_scale(plan.cout, s.layer_scale)
+        self.norm2 = token_norm(s.norm, plan.cout)
+        self.mlp = Mlp(plan.cout, plan.hidden, s.act)
+        self.ls2 = layer_scale(plan.cout, s.layer_scale)
+        self.drop_path = drop_path(drop)
+
+    def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        return (size[0] // self.stride, size[1] // self.stride)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
+        out = self.out_size(size)
+        y = self.pool(self.norm1(x), size)
+        x = self.shortcut(self.pool(x, size)) + self.drop_path(self.ls1(self.attn(y, out, prefix)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class TransformerStageModule(nn.Module):
+    """Flattens the map to tokens (adding position embedding / class token where the spec
+    says), runs the blocks, and hands back the map and the class token."""
+
+    def __init__(self, blocks: list[TransformerBlock], position: nn.Module, class_token: nn.Module):
+        super().__init__()
+        self.position = position
+        self.class_token = class_token
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None):
+        b, _, h, w = x.shape
+        size = (h, w)
+        tokens = self.position(x.flatten(2).transpose(1, 2), size)
+        cls = self.class_token(cls, b)
+        prefix = 0 if cls is None else cls.shape[1]
+        if cls is not None:
+            tokens = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens, size, prefix)
+            size = block.out_size(size)
+        cls = tokens[:, :prefix] if prefix else None
+        x = tokens[:, prefix:].transpose(1, 2).reshape(b, -1, size[0], size[1])
+        return x, cls
+
+
+class ClassAttentionBlock(nn.Module):
+    """cls ← cls + LS(CA(Norm([cls; patches]))); cls ← cls + LS(MLP(Norm(cls)))."""
+
+    cost = staticmethod(class_attention_block_cost)
+
+    def __init__(self, spec: ClassAttentionStage, dim: int, drop: float):
+        super().__init__()
+        self.norm1 = token_norm(spec.norm, dim)
+        self.attn = ClassAttention(dim, spec.resolved_heads(), spec.qkv_bias)
+        self.ls1 = layer_scale(dim, spec.layer_scale)
+        self.norm2 = token_norm(spec.norm, dim)
+        self.mlp = Mlp(dim, max(1, round(dim * spec.mlp_ratio)), spec.act)
+        self.ls2 = layer_scale(dim, spec.layer_scale)
+        self.drop_path = drop_path(drop)
+
+    def forward(self, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+        z = self.norm1(torch.cat([cls, patches], dim=1))
+        cls = cls + self.drop_path(self.ls1(self.attn(z, cls.shape[1])))
+        return cls + self.drop_path(self.ls2(self.mlp(self.norm2(cls))))
+
+
+class ClassAttentionStageModule(nn.Module):
+    def __init__(self, blocks: list[ClassAttentionBlock], class_token: nn.Module):
+        super().__init__()
+        self.class_token = class_token
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None):
+        patches = x.flatten(2).transpose(1, 2)
+        cls = self.class_token(cls, x.shape[0])
+        for block in self.blocks:
+            cls = block(cls, patches)
+        return x, cls
+
+
+# --- head -------------------------------------------------------------------------------
+
+VECTOR_NORMS = {"layernorm": lambda c: nn.LayerNorm(c, eps=1e-6), "batchnorm": nn.BatchNorm1d,
+                "none": lambda c: nn.Identity()}
+
+
+class AvgPool(nn.Module):
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class ClassTokenPool(nn.Module):
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        return cls[:, 0]
+
+
+POOLS = {"avg": AvgPool, "cls": ClassTokenPool}
+
+
+class Head(nn.Module):
+    cost = staticmethod(head_cost)
+
+    def __init__(self, spec: HeadSpec, channels: int, num_classes: int):
+        super().__init__()
+        self.pool = POOLS[spec.pool]()
+        self.norm = VECTOR_NORMS[spec.norm](channels)
+        hidden = spec.hidden
+        self.hidden = nn.Sequential(nn.Linear(channels, hidden), act(spec.hidden_act)) if hidden else nn.Identity()
+        self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
+        self.fc = nn.Linear(hidden or channels, num_classes)
+
+    def pre_logits(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        return self.hidden(self.norm(self.pool(x, cls)))
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+        return self.fc(self.dropout(self.pre_logits(x, cls)))

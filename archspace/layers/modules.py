@@ -1,0 +1,346 @@
+"""The torch modules of the layers: norms and activations by name, conv-norm-act, drop path,
+layer scale, MLP, squeeze-excitation, pooling, attention, position embedding, class token.
+
+Their plans and analytic costs live beside the names that import them without torch
+(:mod:`.common`, :mod:`.norms`, :mod:`.attention`); this module is imported only where a
+network is built.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention_cost, class_attention_cost, position_embedding_cost, relative_bias_cost
+from .common import ConvUnit, mlp_cost, se_cost, shortcut_cost
+
+# --- norms and activations --------------------------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an (N, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class BatchNormTokens(nn.BatchNorm1d):
+    """BatchNorm over the channels of (N, L, C) tokens."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _identity(channels: int) -> nn.Module:
+    return nn.Identity()
+
+
+def _ln(channels: int) -> nn.Module:
+    return nn.LayerNorm(channels, eps=1e-6)
+
+
+def _ln2d(channels: int) -> nn.Module:
+    return LayerNorm2d(channels, eps=1e-6)
+
+
+MAP_NORMS = {"batchnorm": nn.BatchNorm2d, "layernorm": _ln2d, "none": _identity}
+TOKEN_NORMS = {"batchnorm": BatchNormTokens, "layernorm": _ln, "none": _identity}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "none": nn.Identity,
+}
+
+
+def map_norm(name: str, channels: int) -> nn.Module:
+    """A norm for (N, C, H, W) maps by name."""
+    return MAP_NORMS[name](channels)
+
+
+def token_norm(name: str, channels: int) -> nn.Module:
+    """A norm for (N, L, C) tokens by name."""
+    return TOKEN_NORMS[name](channels)
+
+
+def act(name: str) -> nn.Module:
+    """An activation by name."""
+    return ACTIVATIONS[name]()
+
+
+# --- common layers ----------------------------------------------------------------------
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv2d → norm → activation, from a :class:`ConvUnit`."""
+
+    def __init__(self, unit: ConvUnit):
+        super().__init__(
+            nn.Conv2d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.pad, groups=unit.groups, bias=unit.bias),
+            map_norm(unit.norm, unit.cout),
+            act(unit.act),
+        )
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``rate``."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.3f}"
+
+
+def drop_path(rate: float) -> nn.Module:
+    return DropPath(rate) if rate > 0 else nn.Identity()
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale initialised to ``init`` (CaiT, ConvNeXt).
+
+    ``channel_dim`` is -1 for tokens and 1 for (N, C, H, W) maps.
+    """
+
+    def __init__(self, channels: int, init: float, channel_dim: int = -1):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((channels,), float(init)))
+        self.shape = (-1, 1, 1) if channel_dim == 1 else (channels,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma.view(self.shape)
+
+
+def layer_scale(channels: int, init: float | None, channel_dim: int = -1) -> nn.Module:
+    return LayerScale(channels, init, channel_dim) if init else nn.Identity()
+
+
+class Mlp(nn.Module):
+    """Linear → activation → linear on tokens."""
+
+    cost = staticmethod(mlp_cost)
+
+    def __init__(self, dim: int, hidden: int, act_name: str = "gelu", dim_out: int | None = None):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act(act_name)
+        self.fc2 = nn.Linear(hidden, dim_out or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation: global average → 1×1 reduce → SiLU → 1×1 expand → sigmoid gate."""
+
+    cost = staticmethod(se_cost)
+
+    def __init__(self, channels: int, reduced: int):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.act = nn.SiLU()
+        self.expand = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(self.act(self.reduce(s))))
+
+
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+def pool2x(kind: str) -> nn.Module:
+    """A 2×2 stride-2 pooling by name."""
+    return POOLS[kind](kernel_size=2, stride=2)
+
+
+class Shortcut(nn.Sequential):
+    """Residual shortcut of a resampling block: pool (stride 2) then 1×1 conv (width change)."""
+
+    cost = staticmethod(shortcut_cost)
+
+    def __init__(self, cin: int, cout: int, stride: int, pool: str):
+        super().__init__(
+            pool2x(pool) if stride == 2 else nn.Identity(),
+            nn.Conv2d(cin, cout, 1, bias=True) if cin != cout else nn.Identity(),
+        )
+
+
+# --- attention --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _relative_index(h: int, w: int) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + h - 1
+    dx = xs[:, None] - xs[None, :] + w - 1
+    return dy * (2 * w - 1) + dx
+
+
+class RelativePositionBias(nn.Module):
+    """A learned bias per head for each 2-D offset: a ``(2H-1)·(2W-1)`` table (CoAtNet).
+
+    At another resolution the table is resized bilinearly. Class tokens get zero bias.
+    """
+
+    cost = staticmethod(relative_bias_cost)
+
+    def __init__(self, heads: int, grid: tuple[int, int]):
+        super().__init__()
+        self.grid = grid
+        self.table = nn.Parameter(torch.zeros(heads, 2 * grid[0] - 1, 2 * grid[1] - 1))
+        nn.init.trunc_normal_(self.table, std=0.02)
+
+    def forward(self, size: tuple[int, int], prefix: int) -> torch.Tensor:
+        h, w = size
+        table = self.table
+        if (h, w) != self.grid:
+            table = F.interpolate(table[None], size=(2 * h - 1, 2 * w - 1), mode="bilinear", align_corners=False)[0]
+        index = _relative_index(h, w).to(table.device)
+        bias = table.flatten(1)[:, index]
+        if prefix:
+            bias = F.pad(bias, (prefix, 0, prefix, 0))
+        return bias
+
+
+class NoBias(nn.Module):
+    """Stands in for a relative bias in absolute-position attention."""
+
+    def forward(self, size: tuple[int, int], prefix: int) -> None:
+        return None
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on tokens with ``F.scaled_dot_product_attention``.
+
+    ``qkv`` maps ``dim_in`` to ``3 × dim`` (so a downsampling block can widen), ``proj``
+    maps ``dim`` to ``dim``. ``bias`` supplies an additive logit bias or ``None``.
+    """
+
+    cost = staticmethod(attention_cost)
+
+    def __init__(self, dim_in: int, dim: int, heads: int, qkv_bias: bool, bias: nn.Module):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim_in, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.bias = bias
+
+    def _qkv(self, x: torch.Tensor):
+        b, n, _ = x.shape
+        return self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        bias = self.bias(size, prefix)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class TalkingHeadsAttention(Attention):
+    """Attention whose heads are mixed by learned linear maps before and after softmax (CaiT)."""
+
+    def __init__(self, dim_in: int, dim: int, heads: int, qkv_bias: bool, bias: nn.Module):
+        super().__init__(dim_in, dim, heads, qkv_bias, bias)
+        self.mix_logits = nn.Linear(heads, heads)
+        self.mix_weights = nn.Linear(heads, heads)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        bias = self.bias(size, prefix)
+        if bias is not None:
+            logits = logits + bias
+        logits = self.mix_logits(logits.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        weights = self.mix_weights(logits.softmax(-1).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        out = weights @ v
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class PositionEmbedding(nn.Module):
+    """Learned absolute position embedding of a ``grid`` of patch tokens (ViT).
+
+    Resized bilinearly when the input resolution differs from the spec's.
+    """
+
+    cost = staticmethod(position_embedding_cost)
+
+    def __init__(self, dim: int, grid: tuple[int, int]):
+        super().__init__()
+        self.grid = grid
+        self.pos = nn.Parameter(torch.zeros(1, grid[0] * grid[1], dim))
+        nn.init.trunc_normal_(self.pos, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        pos = self.pos
+        if tuple(size) != self.grid:
+            grid = pos.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
+            pos = F.interpolate(grid, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        return tokens + pos
+
+
+class NoPosition(nn.Module):
+    def forward(self, tokens: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return tokens
+
+
+class ClassToken(nn.Module):
+    """A learned class token, prepended where a stage inserts one.
+
+    The token is repeated per sample rather than returned as an expanded view of the
+    parameter: a view of a leaf made under ``no_grad`` has no autograd node, which breaks
+    hooks that inspect module outputs (``torch.utils.flop_counter.FlopCounterMode``).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.trunc_normal_(self.token, std=0.02)
+
+    def forward(self, cls: torch.Tensor | None, batch: int) -> torch.Tensor:
+        return self.token.repeat(batch, 1, 1)
+
+
+class KeepClassToken(nn.Module):
+    """Passes on the class token a previous stage inserted (or none)."""
+
+    def forward(self, cls: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        return cls
+
+
+class ClassAttention(nn.Module):
+    """CaiT class attention: the query comes from the class token only; keys and values
+    from the class token and the patches."""
+
+    cost = staticmethod(class_attention_cost)
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool):
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, z: torch.Tensor, prefix: int) -> torch.Tensor:
+        b, n, d = z.shape
+        split = lambda t: t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2)  # noqa: E731
+        q = split(self.q(z[:, :prefix]))
+        out = F.scaled_dot_product_attention(q, split(self.k(z)), split(self.v(z)))
+        return self.proj(out.transpose(1, 2).reshape(b, prefix, d))
