@@ -1,6 +1,6 @@
 """Analytic complexity of a spec: params, flops (multiply-adds) and acts, per part and total.
 
-Nothing is built: the numbers come from the lowered graph, so thousands of specs can be
+Nothing is built: the numbers come from the lowered parts, so thousands of specs can be
 costed per second.
 """
 
@@ -24,11 +24,11 @@ def complexity(spec_or_lowered: NetworkSpec | Lowered) -> dict[str, Any]:
     """
     lowered = spec_or_lowered if isinstance(spec_or_lowered, Lowered) else lower(spec_or_lowered)
     parts = []
-    for node, data in lowered.graph.nodes(data=True):
-        if node == "input":
+    for data in lowered.nodes:
+        if data["path"] == "input":
             continue
         row = {
-            "part": node,
+            "part": data["path"],
             "kind": data["kind"],
             "output": data["shape"].as_list(),
             "class_tokens": data["shape"].prefix,

@@ -1,4 +1,5 @@
-"""Lower a spec to a networkx graph with a shape and a cost on every node, and check it.
+"""Lower a spec to a chain of parts (a networkx graph on demand) with a shape and a cost on
+every node, and check it.
 
 Nodes are ``input``, ``stem``, ``stages[i]`` and ``head``, linked in order; each carries
 its spec ``path``, ``kind``, input and output :class:`FeatureShape` and analytic
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -29,18 +30,39 @@ BUILD_PEAK = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Lowered:
-    """A checked network: its spec (stem width resolved), graph, and warnings."""
+    """A checked network: its spec (stem width resolved), its parts, and warnings.
+
+    ``nodes`` holds one attribute mapping per part (``input``, ``stem``, ``stages[i]``,
+    ``head``, in order; each node's name is its ``path``); :attr:`graph` is the same as a
+    networkx graph, built on first use.
+    """
 
     spec: NetworkSpec
-    graph: nx.DiGraph
+    nodes: tuple[dict, ...]
     warnings: list[Problem]
+    _graph: object = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The parts as a chain ``input -> stem -> stages[0] -> … -> head`` with their attributes."""
+        graph = self._graph
+        if graph is None:
+            graph = nx.DiGraph()
+            prev = None
+            for data in self.nodes:
+                graph.add_node(data["path"], **data)
+                if prev is not None:
+                    graph.add_edge(prev, data["path"])
+                prev = data["path"]
+            object.__setattr__(self, "_graph", graph)
+        return graph
 
     @property
     def stage_nodes(self) -> list[str]:
         return [f"stages[{i}]" for i in range(len(self.spec.stages))]
 
     def cost(self) -> C.Cost:
-        return C.total(data["cost"] for _, data in self.graph.nodes(data=True))
+        return C.total(data["cost"] for data in self.nodes)
 
 
 def resolve_defaults(spec: NetworkSpec) -> NetworkSpec:
@@ -59,6 +81,53 @@ def structural_problems(spec: NetworkSpec) -> list[Problem]:
         if isinstance(stage, ClassAttentionStage) and i != last:
             problems.append(Problem(f"stages[{i}].block", "class_attention must be the last stage"))
     return problems
+
+
+# Lowering a part (stem or stage) is a pure function of its spec's field values, the family
+# and the input shape, so each result is kept per process: a search or a width match costs
+# the same stage at the same input again and again. Bounded: cleared when full.
+_PARTS: dict[tuple, tuple] = {}
+PART_CACHE_SIZE = 1 << 16
+
+
+def clear_caches() -> None:
+    """Forget every lowered part kept by :func:`lower` (for benchmarks of the uncached path)."""
+    _PARTS.clear()
+
+
+def _values(model: object) -> tuple:
+    """A spec model's type and field values, as a hashable key (lists become tuples)."""
+    return (type(model), *[tuple(v) if type(v) is list else v for v in model.__dict__.values()])
+
+
+def _stem_part(family, stem, shape: FeatureShape) -> tuple[FeatureShape, C.Cost]:
+    key = (family, _values(stem), shape)
+    part = _PARTS.get(key)
+    if part is None:
+        part = (family.output_shape(stem, shape), family.cost(stem, shape))
+        _remember(key, part)
+    return part
+
+
+def _stage_part(family, stage, shape: FeatureShape, i: int) -> tuple[tuple[Problem, ...], FeatureShape, C.Cost]:
+    """A stage's check problems (``stages[i]`` paths), output shape and cost."""
+    key = (family, i, _values(stage), shape)
+    part = _PARTS.get(key)
+    if part is None:
+        path = f"stages[{i}]"
+        problems = []
+        if shape.prefix and not family.takes_class_token:
+            problems.append(Problem(f"{path}.block", f"a {stage.block} stage cannot follow a class token"))
+        problems.extend(family.check(stage, shape, path, i))
+        part = (tuple(problems), family.output_shape(stage, shape), family.cost(stage, shape))
+        _remember(key, part)
+    return part
+
+
+def _remember(key: tuple, part: tuple) -> None:
+    if len(_PARTS) >= PART_CACHE_SIZE:
+        _PARTS.clear()
+    _PARTS[key] = part
 
 
 def lower(spec: NetworkSpec) -> Lowered:
@@ -80,35 +149,35 @@ def lower(spec: NetworkSpec) -> Lowered:
         ))
         raise SpecError(problems)
 
-    graph = nx.DiGraph()
     shape = FeatureShape(spec.input.channels, size, size)
-    graph.add_node("input", path="input", kind="input", shape_in=shape, shape=shape, cost=C.ZERO)
-    out = stem_family.output_shape(spec.stem, shape)
-    graph.add_node("stem", path="stem", kind=spec.stem.kind, shape_in=shape, shape=out,
-                   cost=stem_family.cost(spec.stem, shape))
-    graph.add_edge("input", "stem")
-    prev, shape = "stem", out
+    out, cost = _stem_part(stem_family, spec.stem, shape)
+    nodes = [
+        {"path": "input", "kind": "input", "shape_in": shape, "shape": shape, "cost": C.ZERO},
+        {"path": "stem", "kind": spec.stem.kind, "shape_in": shape, "shape": out, "cost": cost},
+    ]
+    shape = out
     for i, stage in enumerate(spec.stages):
-        family, path = STAGES[stage.block], f"stages[{i}]"
-        if shape.prefix and not family.takes_class_token:
-            problems.append(Problem(f"{path}.block", f"a {stage.block} stage cannot follow a class token"))
-        problems.extend(family.check(stage, shape, path, i))
-        out = family.output_shape(stage, shape)
-        graph.add_node(path, path=path, kind=stage.block, shape_in=shape, shape=out, cost=family.cost(stage, shape),
-                       depth=stage.depth, width=stage.width)
-        graph.add_edge(prev, path)
-        prev, shape = path, out
-    if spec.head.pool == "cls" and not shape.prefix:
+        found, out, cost = _stage_part(STAGES[stage.block], stage, shape, i)
+        if found:
+            problems.extend(found)
+        nodes.append({"path": f"stages[{i}]", "kind": stage.block, "shape_in": shape, "shape": out, "cost": cost,
+                      "depth": stage.depth, "width": stage.width})
+        shape = out
+    head = spec.head
+    if head.pool == "cls" and not shape.prefix:
         problems.append(Problem("head.pool", "cls pooling needs a class token, but no stage adds one "
                                              "(set class_token: true on a transformer stage, or add class_attention)"))
-    graph.add_node("head", path="head", kind=f"head:{spec.head.pool}", shape_in=shape,
-                   shape=FeatureShape(spec.num_classes, 1, 1),
-                   cost=Head.cost(spec.head, shape.channels, spec.num_classes))
-    graph.add_edge(prev, "head")
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise SpecError(errors)
-    return Lowered(spec, graph, [p for p in problems if p.severity == "warning"])
+    nodes.append({"path": "head", "kind": f"head:{head.pool}", "shape_in": shape,
+                  "shape": FeatureShape(spec.num_classes, 1, 1),
+                  "cost": Head.cost(head, shape.channels, spec.num_classes)})
+    if problems:
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise SpecError(errors)
+        warnings = [p for p in problems if p.severity == "warning"]
+    else:
+        warnings = []
+    return Lowered(spec, tuple(nodes), warnings)
 
 
 def available_memory() -> int:

@@ -8,12 +8,18 @@ that pass validation and the graph checks. Then each phase loops over the pool:
 * ``validate``                 raw dict -> NetworkSpec (layout applied, pydantic checks)
 * ``lower + cost``             NetworkSpec -> checked graph -> totals (``Lowered.cost()``)
 * ``validate + lower + cost``  the two together: the number a space filter depends on
-* ``load_spec(preset)``        YAML file read, ``extends`` resolved, validated
-* ``load_spec + lower + cost`` the same from YAML, end to end
+* ``… (no part cache)``        the same with ``lower``'s per-process cache of lowered parts
+                               emptied before every spec: each stem and stage costed afresh
+                               (what a spec unlike any seen before costs)
+* ``load_spec(preset)``        preset name resolved, its ``extends`` chain resolved, validated
+                               (each file is parsed once per process; later calls check the
+                               files' stamps and validate a fresh copy of the resolved data)
+* ``load_spec + lower + cost`` the same from a preset, end to end
 
 Each phase runs for ``--seconds`` split into chunks; the median chunk rate is reported, by
-wall-clock time and by process CPU time. The target is 2,000 specs/s for ``validate +
-lower + cost``, judged on CPU time so that other processes sharing the core do not count.
+wall-clock time and by process CPU time. The targets are 10,000 specs/s for ``validate +
+lower + cost`` and 5,000/s for ``load_spec(preset)``, judged on CPU time so that other
+processes sharing the core do not count; the table says whether each is met.
 
 Usage::
 
@@ -48,10 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from archspace.errors import SpecError  # noqa: E402
-from archspace.graph import lower  # noqa: E402
+from archspace.graph import clear_caches, lower  # noqa: E402
 from archspace.spec import apply_overrides, load_raw, load_spec, preset_index, validate  # noqa: E402
 
-TARGET = 2000.0
+TARGETS = {"validate + lower + cost": 10_000.0, "load_spec(preset)": 5_000.0}
+"""Specs per second of CPU time each phase must reach."""
 SIZES = (128, 160, 192, 224, 256, 288)
 WIDTH_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 COATNET_LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "VIT_REL")
@@ -159,6 +166,11 @@ def full(raw: dict[str, Any]) -> None:
     lower(validate(raw)).cost()
 
 
+def full_uncached(raw: dict[str, Any]) -> None:
+    clear_caches()
+    lower(validate(raw)).cost()
+
+
 def run_phases(pool: list[dict[str, Any]], seconds: float) -> dict[str, dict[str, float]]:
     specs = [validate(raw) for raw in pool]
     names = sorted(preset_index())
@@ -166,6 +178,7 @@ def run_phases(pool: list[dict[str, Any]], seconds: float) -> dict[str, dict[str
         "validate": measure(validate, pool, seconds),
         "lower + cost": measure(lambda spec: lower(spec).cost(), specs, seconds),
         "validate + lower + cost": measure(full, pool, seconds),
+        "… (no part cache)": measure(full_uncached, pool, seconds),
         "load_spec(preset)": measure(load_spec, names, seconds),
         "load_spec + lower + cost": measure(lambda name: lower(load_spec(name)).cost(), names, seconds),
     }
@@ -184,16 +197,19 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name:<26} {row['specs_per_s']:>10,.0f} {row['us_per_spec']:>10.1f}  "
               f"{row['cpu_specs_per_s']:>10,.0f} {row['cpu_us_per_spec']:>10.1f}")
     print("-" * 72)
-    row = result["phases"]["validate + lower + cost"]
-    verdict = "meets" if result["meets_target"] else "BELOW"
-    print(f"target: {TARGET:,.0f} specs/s for validate + lower + cost (CPU time) — {verdict}: "
-          f"{row['cpu_specs_per_s']:,.0f}/s CPU, {row['specs_per_s']:,.0f}/s wall")
-    if row["cpu_specs_per_s"] > 1.3 * row["specs_per_s"]:
+    for phase, target in TARGETS.items():
+        row = result["phases"][phase]
+        verdict = "meets" if result["meets_targets"][phase] else "BELOW"
+        print(f"target: {target:,.0f} specs/s for {phase} (CPU time) — {verdict}: "
+              f"{row['cpu_specs_per_s']:,.0f}/s CPU, {row['specs_per_s']:,.0f}/s wall")
+    if any(row["cpu_specs_per_s"] > 1.3 * row["specs_per_s"] for row in result["phases"].values()):
         print("note: wall-clock rates are well below CPU-time rates: other processes share this core")
 
 
 def profile(pool: list[dict[str, Any]], seconds: float, top: int = 15) -> str:
     """cProfile the validate + lower + cost loop; the top functions by cumulative time."""
+    for raw in pool:  # warm-up: fill lower's part cache, as the measured phase had it
+        full(raw)
     prof = cProfile.Profile()
     n, i, deadline = 0, 0, time.perf_counter() + seconds
     prof.enable()
@@ -226,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "pool": len(pool), **stats, "pinning": pinning, "seconds_per_phase": args.seconds,
         "python": platform.python_version(), "pydantic": pydantic.VERSION, "networkx": networkx.__version__,
-        "torch": torch.__version__, "target_specs_per_s": TARGET,
+        "torch": torch.__version__, "targets_specs_per_s": TARGETS,
         "phases": run_phases(pool, args.seconds),
     }
-    result["meets_target"] = result["phases"]["validate + lower + cost"]["cpu_specs_per_s"] >= TARGET
+    result["meets_targets"] = {phase: result["phases"][phase]["cpu_specs_per_s"] >= target
+                               for phase, target in TARGETS.items()}
+    result["meets_target"] = all(result["meets_targets"].values())
     if args.json:
         if args.profile:
             result["profile"] = profile(pool, args.seconds)

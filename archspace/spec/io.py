@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -113,23 +114,66 @@ def resolve_source(source: str | os.PathLike[str], relative_to: Path | None = No
 def load_raw(source: str | os.PathLike[str], *, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Raw spec data of a file or preset with every ``extends`` resolved (deep-merged).
 
+    Each source is read and resolved once per process: the result is kept and handed out
+    again (a fresh copy each time) while every file of its ``extends`` chain keeps its
+    modification time, size and inode, and, for a preset name, while no file of that name
+    appears in the working directory.
+
     Raises:
         SpecError: unreadable file, malformed YAML, unknown preset, cyclic ``extends``.
     """
-    path = resolve_source(source, None).resolve()
-    return _load_file(path, _chain)
+    if _chain:
+        return _load_file(resolve_source(source, None).resolve(), _chain)
+    text = str(source)
+    key = (text, os.getcwd(), os.environ.get("ARCHSPACE_PRESETS"))
+    kept = _RESOLVED.get(key)
+    if kept is not None:
+        stamps, blob, preset = kept
+        if (not preset or not os.path.isfile(text)) and all(_stamp(p) == stamp for p, stamp in stamps):
+            return pickle.loads(blob)
+    candidate = resolve_source(source, None)
+    files: list[Path] = []
+    data = _load_file(candidate.resolve(), (), files)
+    preset = not (candidate.suffix in PRESET_SUFFIXES or os.sep in text) and not Path(text).is_file()
+    if not preset:
+        files.append(Path(text))  # the name as given: a link to another file is another file
+    try:
+        stamps = tuple((p, _stamp(p)) for p in files)
+        blob = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # data pickle cannot copy: keep nothing
+        return data
+    if len(_RESOLVED) >= RESOLVED_CACHE_SIZE:
+        _RESOLVED.clear()
+    _RESOLVED[key] = (stamps, blob, preset)
+    return data
 
 
-def _load_file(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+_RESOLVED: dict[tuple, tuple[tuple, bytes, bool]] = {}
+RESOLVED_CACHE_SIZE = 4096
+"""Sources whose resolved data :func:`load_raw` keeps (all are dropped when full)."""
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _load_file(path: Path, chain: tuple[Path, ...], files: list[Path] | None = None) -> dict[str, Any]:
     if path in chain:
         cycle = " -> ".join(p.name for p in (*chain, path))
         raise SpecError.single("extends", f"cyclic extends: {cycle}")
     if len(chain) > MAX_EXTENDS:
         raise SpecError.single("extends", f"a chain of more than {MAX_EXTENDS} extends (from {chain[0].name})")
-    return resolve_data(read_yaml(path), path.parent, (*chain, path))
+    if files is not None:
+        files.append(path)
+    return resolve_data(read_yaml(path), path.parent, (*chain, path), _files=files)
 
 
-def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] = (), *,
+                 _files: list[Path] | None = None) -> dict[str, Any]:
     """Resolve raw data's ``extends`` (relative to ``folder``) and its ``set:`` overrides."""
     data = dict(data)
     parent = data.pop("extends", None)
@@ -148,7 +192,7 @@ def resolve_data(data: Mapping[str, Any], folder: Path, chain: tuple[Path, ...] 
         parent_path = _resolve_extends(parent, folder)
     except SpecError as exc:
         raise SpecError.single("extends", f"{exc.problems[0].message}{where}") from None
-    base = _load_file(parent_path.resolve(), chain)
+    base = _load_file(parent_path.resolve(), chain, _files)
     if "layout" in data:
         base.pop("layout", None)
     return _apply_file_overrides(_layout(deep_merge(base, data)), overrides)
@@ -260,7 +304,8 @@ def load_spec(
     overrides = list(overrides)
     if size is not None:
         overrides.append((("input", "size"), size))
-    data = apply_overrides(data, overrides)
+    if overrides:  # ``data`` is a fresh copy already
+        data = apply_overrides(data, overrides)
     if any(_keys(o)[:1] == ("layout",) for o in overrides):
         data = _layout(data)
     return validate(data)
