@@ -15,7 +15,6 @@ import resource
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import networkx as nx
 
 from . import cost as C
 from .blocks import STAGES, STEMS, FeatureShape, HeadFamily as Head
@@ -43,10 +42,12 @@ class Lowered:
     _graph: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
-    def graph(self) -> nx.DiGraph:
+    def graph(self) -> "nx.DiGraph":  # noqa: F821
         """The parts as a chain ``input -> stem -> stages[0] -> … -> head`` with their attributes."""
         graph = self._graph
         if graph is None:
+            import networkx as nx  # only here: the analytic path (lower, cost) never needs it
+
             graph = nx.DiGraph()
             prev = None
             for data in self.nodes:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ..errors import SpecError
 
@@ -27,8 +25,34 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="archspace: vision-network design as data. Check a spec, count its cost, compile it, search spaces.",
 )
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
+
+
+class _Console:
+    """A rich ``Console`` made on first use: commands that answer in JSON never import rich."""
+
+    def __init__(self, **options):
+        self._options, self._console = options, None
+
+    @property
+    def rich(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.rich, name)
+
+
+def Table(**options):
+    from rich.table import Table
+
+    return Table(**options)
+
+
+out = _Console(width=None if sys.stdout.isatty() else 160)
+err = _Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
 
 
 class Format(str, Enum):
@@ -351,7 +375,7 @@ def train(
                 note.print(line, markup=False, highlight=False, soft_wrap=True)
 
         progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err,
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err.rich,
                             disable=not (show and err.is_terminal))
         with progress:
             task = progress.add_task("train", total=None, epoch=1, info="")
@@ -575,7 +599,7 @@ class _SearchView:
         self.budget = budget
         self.plain = plain
         self.progress = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err,
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err.rich,
                                  disable=not enabled)
         self.task = self.progress.add_task("search", total=budget, info="")
         self.enabled = enabled

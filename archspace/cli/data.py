@@ -72,7 +72,7 @@ def bake(
 
             raise SpecError.single("--format", f"table or json, not {fmt!r}")
         progress = Progress(TextColumn("{task.description:<6}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err,
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=err.rich,
                             disable=not (show and err.is_terminal))
         tasks: dict[str, int] = {}
         started: dict[str, tuple[float, int]] = {}

