@@ -58,6 +58,55 @@ def _make(params: int, flops: int, acts: int) -> Cost:
 ZERO = Cost()
 
 
+class Tally:
+    """A running sum of params, flops and acts.
+
+    A block's cost adds each of its layers into one tally and makes one :class:`Cost` at the
+    end, so costing a stage allocates no object per layer. The layer formulas live here, in
+    the tally's methods; the functions below (:func:`conv`, :func:`linear`, ...) return them as
+    a :class:`Cost` for one layer.
+    """
+
+    __slots__ = ("params", "flops", "acts")
+
+    def __init__(self) -> None:
+        self.params = self.flops = self.acts = 0
+
+    def cost(self) -> Cost:
+        return _make(self.params, self.flops, self.acts)
+
+    def add(self, cost: "Cost | Tally", times: int = 1) -> None:
+        """Add another cost (or tally) ``times`` times."""
+        self.params += cost.params * times
+        self.flops += cost.flops * times
+        self.acts += cost.acts * times
+
+    def conv(self, cin: int, cout: int, kernel: int, h_out: int, w_out: int, groups: int = 1,
+             bias: bool = False) -> None:
+        """A 2-D convolution producing a ``cout × h_out × w_out`` map."""
+        weights = cout * (cin // groups) * kernel * kernel
+        self.params += weights + (cout if bias else 0)
+        self.flops += weights * h_out * w_out
+        self.acts += cout * h_out * w_out
+
+    def linear(self, tokens: int, din: int, dout: int, bias: bool = True) -> None:
+        """A linear layer applied to ``tokens`` vectors."""
+        self.params += din * dout + (dout if bias else 0)
+        self.flops += tokens * din * dout
+        self.acts += tokens * dout
+
+    def attention_products(self, heads: int, n_q: int, n_kv: int, head_dim: int) -> None:
+        """Q·Kᵀ and A·V for ``heads`` heads: two products of ``n_q × n_kv × head_dim`` each."""
+        self.flops += 2 * heads * n_q * n_kv * head_dim
+        self.acts += heads * n_q * n_kv + heads * n_q * head_dim
+
+    def head_mixing(self, heads: int, n_q: int, n_kv: int, times: int = 1) -> None:
+        """A linear map across heads applied to every attention logit (talking heads)."""
+        self.params += (heads * heads + heads) * times
+        self.flops += heads * heads * n_q * n_kv * times
+        self.acts += heads * n_q * n_kv * times
+
+
 def total(costs) -> Cost:
     """Sum of an iterable of costs."""
     p = f = a = 0
@@ -74,14 +123,17 @@ def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def conv(cin: int, cout: int, kernel: int, h_out: int, w_out: int, groups: int = 1, bias: bool = False) -> Cost:
-    """A 2-D convolution producing a ``cout × h_out × w_out`` map."""
-    weights = cout * (cin // groups) * kernel * kernel
-    return _make(weights + (cout if bias else 0), weights * h_out * w_out, cout * h_out * w_out)
+    """A 2-D convolution producing a ``cout × h_out × w_out`` map (:meth:`Tally.conv`)."""
+    t = Tally()
+    t.conv(cin, cout, kernel, h_out, w_out, groups, bias)
+    return t.cost()
 
 
 def linear(tokens: int, din: int, dout: int, bias: bool = True) -> Cost:
-    """A linear layer applied to ``tokens`` vectors."""
-    return _make(din * dout + (dout if bias else 0), tokens * din * dout, tokens * dout)
+    """A linear layer applied to ``tokens`` vectors (:meth:`Tally.linear`)."""
+    t = Tally()
+    t.linear(tokens, din, dout, bias)
+    return t.cost()
 
 
 def params(n: int) -> Cost:
@@ -90,10 +142,14 @@ def params(n: int) -> Cost:
 
 
 def attention_products(heads: int, n_q: int, n_kv: int, head_dim: int) -> Cost:
-    """Q·Kᵀ and A·V for ``heads`` heads: two products of ``n_q × n_kv × head_dim`` each."""
-    return _make(0, 2 * heads * n_q * n_kv * head_dim, heads * n_q * n_kv + heads * n_q * head_dim)
+    """Q·Kᵀ and A·V for ``heads`` heads (:meth:`Tally.attention_products`)."""
+    t = Tally()
+    t.attention_products(heads, n_q, n_kv, head_dim)
+    return t.cost()
 
 
 def head_mixing(heads: int, n_q: int, n_kv: int) -> Cost:
-    """A linear map across heads applied to every attention logit (talking heads)."""
-    return _make(heads * heads + heads, heads * heads * n_q * n_kv, heads * n_q * n_kv)
+    """A linear map across heads applied to every attention logit (:meth:`Tally.head_mixing`)."""
+    t = Tally()
+    t.head_mixing(heads, n_q, n_kv)
+    return t.cost()

@@ -69,9 +69,23 @@ class Lowered:
 def resolve_defaults(spec: NetworkSpec) -> NetworkSpec:
     """Fill values that depend on other parts of the spec (the patchify stem's width)."""
     if isinstance(spec.stem, PatchifyStem) and spec.stem.width is None:
-        stem = spec.stem.model_copy(update={"width": spec.stages[0].width})
-        return spec.model_copy(update={"stem": stem})
+        return _updated(spec, stem=_updated(spec.stem, width=spec.stages[0].width))
     return spec
+
+
+_set = object.__setattr__
+
+
+def _updated(model, **changes):
+    """``model.model_copy(update=changes)`` for a spec model (frozen, ``extra="forbid"``, no private
+    attributes), without pydantic's generic copy: what that copy sets, set directly."""
+    cls = type(model)
+    new = cls.__new__(cls)
+    _set(new, "__dict__", {**model.__dict__, **changes})
+    _set(new, "__pydantic_extra__", None)
+    _set(new, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys())
+    _set(new, "__pydantic_private__", None)
+    return new
 
 
 def structural_problems(spec: NetworkSpec) -> list[Problem]:
@@ -98,7 +112,12 @@ def clear_caches() -> None:
 
 def _values(model: object) -> tuple:
     """A spec model's type and field values, as a hashable key (lists become tuples)."""
-    return (type(model), *[tuple(v) if type(v) is list else v for v in model.__dict__.values()])
+    values = (type(model), *model.__dict__.values())
+    try:
+        hash(values)
+    except TypeError:  # a list field (a conv stem's channels): only then rebuild the key
+        values = (type(model), *[tuple(v) if type(v) is list else v for v in model.__dict__.values()])
+    return values
 
 
 def _stem_part(family, stem, shape: FeatureShape) -> tuple[FeatureShape, C.Cost]:

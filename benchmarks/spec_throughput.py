@@ -19,13 +19,16 @@ that pass validation and the graph checks. Then each phase loops over the pool:
 Each phase runs for ``--seconds`` split into chunks; the median chunk rate is reported, by
 wall-clock time and by process CPU time. The targets are 10,000 specs/s for ``validate +
 lower + cost`` and 5,000/s for ``load_spec(preset)``, judged on CPU time so that other
-processes sharing the core do not count; the table says whether each is met.
+processes sharing the core do not count. The 10,000/s target is judged twice: with the
+part cache warm (a pool that repeats, as a search revisiting stages sees it) and with no
+part cache (every spec new, the honest number for specs unlike any seen before); the table
+says whether each is met.
 
 Usage::
 
     python benchmarks/spec_throughput.py                 # table
     python benchmarks/spec_throughput.py --seconds 5 --json
-    python benchmarks/spec_throughput.py --profile       # top 15 functions by cumulative time
+    python benchmarks/spec_throughput.py --profile       # top 15 functions, with and without the part cache
 """
 
 from __future__ import annotations
@@ -57,8 +60,12 @@ from archspace.errors import SpecError  # noqa: E402
 from archspace.graph import clear_caches, lower  # noqa: E402
 from archspace.spec import apply_overrides, load_raw, load_spec, preset_index, validate  # noqa: E402
 
-TARGETS = {"validate + lower + cost": 10_000.0, "load_spec(preset)": 5_000.0}
-"""Specs per second of CPU time each phase must reach."""
+NO_CACHE = "… (no part cache)"
+TARGETS = {"validate + lower + cost": 10_000.0, NO_CACHE: 10_000.0, "load_spec(preset)": 5_000.0}
+"""Specs per second of CPU time each phase must reach (``NO_CACHE``: validate + lower + cost
+with lower's part cache emptied before every spec)."""
+TARGET_LABELS = {"validate + lower + cost": "validate + lower + cost, part cache warm",
+                 NO_CACHE: "validate + lower + cost, no part cache"}
 SIZES = (128, 160, 192, 224, 256, 288)
 WIDTH_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 COATNET_LAYOUTS = ("C-C-C-C", "C-C-C-T", "C-C-T-T", "C-T-T-T", "VIT_REL")
@@ -178,7 +185,7 @@ def run_phases(pool: list[dict[str, Any]], seconds: float) -> dict[str, dict[str
         "validate": measure(validate, pool, seconds),
         "lower + cost": measure(lambda spec: lower(spec).cost(), specs, seconds),
         "validate + lower + cost": measure(full, pool, seconds),
-        "… (no part cache)": measure(full_uncached, pool, seconds),
+        NO_CACHE: measure(full_uncached, pool, seconds),
         "load_spec(preset)": measure(load_spec, names, seconds),
         "load_spec + lower + cost": measure(lambda name: lower(load_spec(name)).cost(), names, seconds),
     }
@@ -200,27 +207,30 @@ def print_table(result: dict[str, Any]) -> None:
     for phase, target in TARGETS.items():
         row = result["phases"][phase]
         verdict = "meets" if result["meets_targets"][phase] else "BELOW"
-        print(f"target: {target:,.0f} specs/s for {phase} (CPU time) — {verdict}: "
+        print(f"target: {target:,.0f} specs/s for {TARGET_LABELS.get(phase, phase)} (CPU time) — {verdict}: "
               f"{row['cpu_specs_per_s']:,.0f}/s CPU, {row['specs_per_s']:,.0f}/s wall")
     if any(row["cpu_specs_per_s"] > 1.3 * row["specs_per_s"] for row in result["phases"].values()):
         print("note: wall-clock rates are well below CPU-time rates: other processes share this core")
 
 
 def profile(pool: list[dict[str, Any]], seconds: float, top: int = 15) -> str:
-    """cProfile the validate + lower + cost loop; the top functions by cumulative time."""
-    for raw in pool:  # warm-up: fill lower's part cache, as the measured phase had it
-        full(raw)
-    prof = cProfile.Profile()
-    n, i, deadline = 0, 0, time.perf_counter() + seconds
-    prof.enable()
-    while time.perf_counter() < deadline:
-        full(pool[i])
-        i = (i + 1) % len(pool)
-        n += 1
-    prof.disable()
+    """cProfile the validate + lower + cost loop, with the part cache warm and with none; the
+    top functions of each by cumulative time."""
     buf = io.StringIO()
-    buf.write(f"cProfile of validate + lower + cost over {n} specs (times include profiler overhead)\n")
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
+    for step, label in ((full, "part cache warm"), (full_uncached, "no part cache")):
+        for raw in pool:  # warm-up (fills lower's part cache, as the measured phase had it)
+            step(raw)
+        prof = cProfile.Profile()
+        n, i, deadline = 0, 0, time.perf_counter() + seconds
+        prof.enable()
+        while time.perf_counter() < deadline:
+            step(pool[i])
+            i = (i + 1) % len(pool)
+            n += 1
+        prof.disable()
+        buf.write(f"cProfile of validate + lower + cost, {label}, over {n} specs "
+                  "(times include profiler overhead)\n")
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(top)
     return buf.getvalue()
 
 

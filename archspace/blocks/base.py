@@ -15,7 +15,7 @@ from .. import cost as C
 from ..errors import Problem
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class FeatureShape:
     """The tensor between two parts of a network: a ``channels × height × width`` map,
     plus ``prefix`` class tokens carried beside it; ``positioned`` once an absolute
@@ -26,6 +26,15 @@ class FeatureShape:
     width: int
     prefix: int = 0
     positioned: bool = False
+
+    def __init__(self, channels: int, height: int, width: int, prefix: int = 0, positioned: bool = False) -> None:
+        # The frozen dataclass's own __init__ goes through object.__setattr__ per field;
+        # lowering makes several shapes per part, so set the slots directly.
+        _set_channels(self, channels)
+        _set_height(self, height)
+        _set_width(self, width)
+        _set_prefix(self, prefix)
+        _set_positioned(self, positioned)
 
     @property
     def tokens(self) -> int:
@@ -41,6 +50,10 @@ class FeatureShape:
     def __str__(self) -> str:
         extra = f" +{self.prefix} cls" if self.prefix else ""
         return f"{self.channels}×{self.height}×{self.width}{extra}"
+
+
+_set_channels, _set_height, _set_width, _set_prefix, _set_positioned = (
+    FeatureShape.__dict__[name].__set__ for name in ("channels", "height", "width", "prefix", "positioned"))
 
 
 class Family(ABC):

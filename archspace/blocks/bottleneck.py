@@ -8,21 +8,20 @@ convnext`` is the family's ConvNeXt setting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import cost as C
 from .._lazy import lazy
 from ..errors import Problem
-from ..layers.common import ConvUnit, layer_scale_cost, units_cost
-from ..layers.norms import norm_cost
+from ..layers.common import ConvUnit, add_units, layer_scale_params
+from ..layers.norms import norm_params
 from ..spec import BottleneckStage
 from .base import STAGES, Family, FeatureShape, kernel_warning, register
 
 __getattr__, __dir__ = lazy(__name__, globals(), {"BottleneckBlock": ".modules:BottleneckBlock"})
 
 
-@dataclass(frozen=True, slots=True)
-class BottleneckPlan:
+class BottleneckPlan(NamedTuple):
     """Layer plan of one block, shared by its builder and its cost."""
 
     spec: BottleneckStage
@@ -34,38 +33,44 @@ class BottleneckPlan:
         return channels if self.spec.groups == "depthwise" else self.spec.groups
 
     def units(self) -> list[ConvUnit]:
-        s, hidden = self.spec, self.spec.hidden()
+        s, hidden, cin = self.spec, self.spec.hidden(), self.cin
         k = s.kernel
         if s.order == "middle":
-            shapes = [(self.cin, hidden, 1, 1, 1), (hidden, hidden, k, self.stride, self.groups(hidden)),
-                      (hidden, self.cout, 1, 1, 1)]
+            shapes = ((cin, hidden, 1, 1, 1), (hidden, hidden, k, self.stride, self.groups(hidden)),
+                      (hidden, self.cout, 1, 1, 1))
         else:
-            shapes = [(self.cin, self.cin, k, self.stride, self.groups(self.cin)), (self.cin, hidden, 1, 1, 1),
-                      (hidden, self.cout, 1, 1, 1)]
+            shapes = ((cin, cin, k, self.stride, self.groups(cin)), (cin, hidden, 1, 1, 1),
+                      (hidden, self.cout, 1, 1, 1))
+        norm_all, acts = s.norms == "all", s.activations
         units = []
         for i, (cin, cout, kernel, stride, groups) in enumerate(shapes):
-            has_norm = s.norms == "all" or i == 0
-            has_act = (s.activations == "all" and i < 2) or (s.activations == "one" and i == 1)
-            norm = s.norm if has_norm else "none"
-            units.append(ConvUnit(cin, cout, kernel, stride, groups, s.bias or not has_norm, norm,
-                                  s.act if has_act else "none"))
+            has_norm = norm_all or i == 0
+            has_act = (acts == "all" and i < 2) or (acts == "one" and i == 1)
+            units.append(ConvUnit(cin, cout, kernel, stride, groups, s.bias or not has_norm,
+                                  s.norm if has_norm else "none", s.act if has_act else "none"))
         return units
 
     def shortcut(self) -> ConvUnit | None:
         if self.stride == 1 and self.cin == self.cout:
             return None
-        return ConvUnit(self.cin, self.cout, 1, self.stride, bias=self.spec.bias, norm=self.spec.norm)
+        return ConvUnit(self.cin, self.cout, 1, self.stride, 1, self.spec.bias, self.spec.norm)
 
-    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
-        c, ho, wo = units_cost(self.units(), h, w)
+    def add_cost(self, t: C.Tally, h: int, w: int) -> tuple[int, int]:
+        """Add the block's cost at input ``h × w`` to ``t``; its output size."""
+        ho, wo = add_units(t, self.units(), h, w)
         short = self.shortcut()
         if short is not None:
-            c = c + short.cost(h, w)[0]
-        return c + layer_scale_cost(self.cout, self.spec.layer_scale), ho, wo
+            short.add_cost(t, h, w)
+        t.params += layer_scale_params(self.cout, self.spec.layer_scale)
+        return ho, wo
+
+    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+        t = C.Tally()
+        ho, wo = self.add_cost(t, h, w)
+        return t.cost(), ho, wo
 
 
-@dataclass(frozen=True, slots=True)
-class SeparateDownsample:
+class SeparateDownsample(NamedTuple):
     """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
 
     spec: BottleneckStage
@@ -78,12 +83,19 @@ class SeparateDownsample:
         k = 2 if s.stride == 2 else 1
         return ConvUnit(self.cin, s.width, k, s.stride, bias=True, padding=0)
 
-    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+    def add_cost(self, t: C.Tally, h: int, w: int) -> tuple[int, int]:
+        """Add the cost at input ``h × w`` to ``t``; the output size."""
         unit = self.unit()
         if unit is None:
-            return C.ZERO, h, w
-        c, h, w = unit.cost(h, w)
-        return c + norm_cost(self.spec.norm, self.cin), h, w
+            return h, w
+        h, w = unit.add_cost(t, h, w)
+        t.params += norm_params(self.spec.norm, self.cin)
+        return h, w
+
+    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+        t = C.Tally()
+        h, w = self.add_cost(t, h, w)
+        return t.cost(), h, w
 
     def build(self):
         from .modules import separate_downsample
@@ -115,9 +127,14 @@ class BottleneckFamily(Family):
 
     def cost(self, spec, shape):
         down, (first, *rest) = self.plans(spec, shape)
-        c, h, w = down.cost(shape.height, shape.width)
-        c1, h, w = first.cost(h, w)
-        return c + c1 + (rest[0].cost(h, w)[0] * len(rest) if rest else C.ZERO)
+        t = C.Tally()
+        h, w = down.add_cost(t, shape.height, shape.width)
+        h, w = first.add_cost(t, h, w)
+        if rest:
+            block = C.Tally()
+            rest[0].add_cost(block, h, w)
+            t.add(block, len(rest))
+        return t.cost()
 
     def build(self, spec, shape, drop_rates):
         from .modules import BottleneckBlock, ConvStageModule

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .. import cost as C
 from .._lazy import lazy
-from ..layers.norms import norm_cost
+from ..layers.norms import norm_params
 from ..spec import HeadSpec
 
 __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for name in (
@@ -15,10 +15,12 @@ __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for n
 
 
 def head_cost(spec: HeadSpec, channels: int, num_classes: int) -> C.Cost:
-    c = norm_cost(spec.norm, channels)
+    t = C.Tally()
+    t.params += norm_params(spec.norm, channels)
     if spec.hidden:
-        c = c + C.linear(1, channels, spec.hidden)
-    return c + C.linear(1, spec.hidden or channels, num_classes)
+        t.linear(1, channels, spec.hidden)
+    t.linear(1, spec.hidden or channels, num_classes)
+    return t.cost()
 
 
 class HeadFamily:

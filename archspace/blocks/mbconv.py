@@ -8,12 +8,12 @@ depthwise conv; its shortcut is pool then 1×1 conv when the width changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import cost as C
 from .._lazy import lazy
-from ..layers.common import ConvUnit, se_cost, shortcut_cost, units_cost
-from ..layers.norms import norm_cost
+from ..layers.common import ConvUnit, add_se, add_shortcut, add_units
+from ..layers.norms import norm_params
 from ..spec import MBConvStage
 from .base import STAGES, Family, FeatureShape, kernel_warning, register
 
@@ -21,8 +21,7 @@ __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for n
     "MBConvBlock", "ConvStageModule")})
 
 
-@dataclass(frozen=True, slots=True)
-class MBConvPlan:
+class MBConvPlan(NamedTuple):
     """Layer plan of one block, shared by its builder and its cost."""
 
     spec: MBConvStage
@@ -39,21 +38,31 @@ class MBConvPlan:
         return max(1, int(self.cout * self.spec.se_ratio)) if self.spec.se_ratio > 0 else 0
 
     def units(self) -> tuple[ConvUnit, ConvUnit, ConvUnit]:
-        s = self.spec
+        s, mid = self.spec, self.mid
         s1, s2 = (self.stride, 1) if s.downsample == "conv" else (1, self.stride)
+        # (cin, cout, kernel, stride, groups, bias, norm, act): positional, as plans are made per block
         return (
-            ConvUnit(self.cin, self.mid, 1, s1, norm=s.norm, act=s.act),
-            ConvUnit(self.mid, self.mid, s.kernel, s2, groups=self.mid, norm=s.norm, act=s.act),
-            ConvUnit(self.mid, self.cout, 1, bias=True),
+            ConvUnit(self.cin, mid, 1, s1, 1, False, s.norm, s.act),
+            ConvUnit(mid, mid, s.kernel, s2, mid, False, s.norm, s.act),
+            ConvUnit(mid, self.cout, 1, 1, 1, True),
         )
 
-    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+    def add_cost(self, t: C.Tally, h: int, w: int) -> tuple[int, int]:
+        """Add the block's cost at input ``h × w`` to ``t``; its output size."""
         expand, dw, project = self.units()
-        c, ho, wo = units_cost((expand, dw), h, w)
-        c = c + norm_cost(self.spec.norm, self.cin) + project.cost(ho, wo)[0]
-        if self.reduced:
-            c = c + se_cost(self.mid, self.reduced)
-        return c + shortcut_cost(self.cin, self.cout, ho, wo), ho, wo
+        ho, wo = add_units(t, (expand, dw), h, w)
+        t.params += norm_params(self.spec.norm, self.cin)
+        project.add_cost(t, ho, wo)
+        reduced = self.reduced
+        if reduced:
+            add_se(t, project.cin, reduced)  # project.cin: the expanded width (mid)
+        add_shortcut(t, self.cin, self.cout, ho, wo)
+        return ho, wo
+
+    def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
+        t = C.Tally()
+        ho, wo = self.add_cost(t, h, w)
+        return t.cost(), ho, wo
 
 
 @register(STAGES, "mbconv")
@@ -70,8 +79,13 @@ class MBConvFamily(Family):
 
     def cost(self, spec, shape):
         first, *rest = self.plans(spec, shape)
-        c, h, w = first.cost(shape.height, shape.width)
-        return c + (rest[0].cost(h, w)[0] * len(rest) if rest else C.ZERO)
+        t = C.Tally()
+        h, w = first.add_cost(t, shape.height, shape.width)
+        if rest:
+            block = C.Tally()
+            rest[0].add_cost(block, h, w)
+            t.add(block, len(rest))
+        return t.cost()
 
     def build(self, spec, shape, drop_rates):
         from .modules import ConvStageModule, MBConvBlock

@@ -8,14 +8,14 @@ head) or ``absolute`` (a position embedding added where the map first becomes to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import cost as C
 from .._lazy import lazy
 from ..errors import Problem
-from ..layers.attention import attention_cost, class_attention_cost, position_embedding_cost, relative_bias_cost
-from ..layers.common import layer_scale_cost, mlp_cost
-from ..layers.norms import norm_cost
+from ..layers.attention import add_attention, add_class_attention, position_embedding_params, relative_bias_params
+from ..layers.common import add_mlp, layer_scale_params
+from ..layers.norms import norm_params
 from ..spec import ClassAttentionStage, TransformerStage
 from .base import STAGES, Family, FeatureShape, register
 
@@ -26,8 +26,7 @@ __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for n
 RELATIVE_TOKENS_WARNING = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class TransformerPlan:
+class TransformerPlan(NamedTuple):
     """One transformer block: widths, stride and output grid, shared by builder and cost."""
 
     spec: TransformerStage
@@ -45,16 +44,23 @@ class TransformerPlan:
     def hidden(self) -> int:
         return max(1, round(self.cout * self.spec.mlp_ratio))
 
-    def cost(self) -> C.Cost:
+    def add_cost(self, t: C.Tally) -> None:
+        """Add the block's cost to ``t``."""
         s, n = self.spec, self.grid[0] * self.grid[1] + self.prefix
-        c = norm_cost(s.norm, self.cin) + norm_cost(s.norm, self.cout)
-        if self.cin != self.cout:
-            c = c + C.linear(n, self.cin, self.cout)
-        c = c + attention_cost(n, self.cin, self.cout, self.heads, s.qkv_bias, s.talking_heads)
+        cin, cout, heads = self.cin, self.cout, self.heads
+        t.params += norm_params(s.norm, cin) + norm_params(s.norm, cout)
+        if cin != cout:
+            t.linear(n, cin, cout)
+        add_attention(t, n, cin, cout, heads, s.qkv_bias, s.talking_heads)
         if s.attention == "relative":
-            c = c + relative_bias_cost(self.heads, self.grid)
-        c = c + mlp_cost(n, self.cout, self.hidden)
-        return c + layer_scale_cost(self.cout, s.layer_scale) * 2
+            t.params += relative_bias_params(heads, self.grid)
+        add_mlp(t, n, cout, self.hidden)
+        t.params += layer_scale_params(cout, s.layer_scale) * 2
+
+    def cost(self) -> C.Cost:
+        t = C.Tally()
+        self.add_cost(t)
+        return t.cost()
 
 
 @register(STAGES, "transformer")
@@ -100,12 +106,17 @@ class TransformerFamily(Family):
 
     def cost(self, spec, shape):
         first, *rest = self.plans(spec, shape)
-        c = first.cost() + (rest[0].cost() * len(rest) if rest else C.ZERO)
+        t = C.Tally()
+        first.add_cost(t)
+        if rest:
+            block = C.Tally()
+            rest[0].add_cost(block)
+            t.add(block, len(rest))
         if self.adds_position(spec, shape):
-            c = c + position_embedding_cost(shape.channels, (shape.height, shape.width))
+            t.params += position_embedding_params(shape.channels, (shape.height, shape.width))
         if spec.class_token and not shape.prefix:
-            c = c + C.params(shape.channels)
-        return c
+            t.params += shape.channels
+        return t.cost()
 
     def build(self, spec, shape, drop_rates):
         from ..layers.modules import ClassToken, KeepClassToken, NoPosition, PositionEmbedding
@@ -118,15 +129,20 @@ class TransformerFamily(Family):
         return TransformerStageModule(blocks, position, token)
 
 
-def class_attention_block_cost(spec: ClassAttentionStage, dim: int, tokens: int, prefix: int) -> C.Cost:
+def add_class_attention_block(t: C.Tally, spec: ClassAttentionStage, dim: int, tokens: int, prefix: int) -> None:
     """One class-attention block (:class:`.modules.ClassAttentionBlock`)."""
     hidden = max(1, round(dim * spec.mlp_ratio))
-    return (
-        norm_cost(spec.norm, dim) * 2
-        + class_attention_cost(tokens, prefix, dim, spec.resolved_heads(), spec.qkv_bias)
-        + mlp_cost(prefix, dim, hidden)
-        + layer_scale_cost(dim, spec.layer_scale) * 2
-    )
+    t.params += norm_params(spec.norm, dim) * 2
+    add_class_attention(t, tokens, prefix, dim, spec.resolved_heads(), spec.qkv_bias)
+    add_mlp(t, prefix, dim, hidden)
+    t.params += layer_scale_params(dim, spec.layer_scale) * 2
+
+
+def class_attention_block_cost(spec: ClassAttentionStage, dim: int, tokens: int, prefix: int) -> C.Cost:
+    """One class-attention block (:class:`.modules.ClassAttentionBlock`)."""
+    t = C.Tally()
+    add_class_attention_block(t, spec, dim, tokens, prefix)
+    return t.cost()
 
 
 @register(STAGES, "class_attention")
@@ -144,8 +160,13 @@ class ClassAttentionFamily(Family):
 
     def cost(self, spec, shape):
         prefix = max(shape.prefix, 1)
-        c = class_attention_block_cost(spec, spec.width, shape.height * shape.width + prefix, prefix) * spec.depth
-        return c + (C.params(spec.width) if not shape.prefix else C.ZERO)
+        block = C.Tally()
+        add_class_attention_block(block, spec, spec.width, shape.height * shape.width + prefix, prefix)
+        t = C.Tally()
+        t.add(block, spec.depth)
+        if not shape.prefix:
+            t.params += spec.width
+        return t.cost()
 
     def build(self, spec, shape, drop_rates):
         from ..layers.modules import ClassToken, KeepClassToken

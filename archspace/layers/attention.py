@@ -16,31 +16,55 @@ __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for n
     "ClassToken", "KeepClassToken", "ClassAttention")})
 
 
+def relative_bias_params(heads: int, grid: tuple[int, int]) -> int:
+    """A ``(2H-1)·(2W-1)`` bias table per head (:class:`.modules.RelativePositionBias`)."""
+    return heads * (2 * grid[0] - 1) * (2 * grid[1] - 1)
+
+
 def relative_bias_cost(heads: int, grid: tuple[int, int]) -> C.Cost:
     """A ``(2H-1)·(2W-1)`` bias table per head (:class:`.modules.RelativePositionBias`)."""
-    return C.params(heads * (2 * grid[0] - 1) * (2 * grid[1] - 1))
+    return C.params(relative_bias_params(heads, grid))
+
+
+def add_attention(t: C.Tally, tokens: int, dim_in: int, dim: int, heads: int, qkv_bias: bool,
+                  talking_heads: bool = False) -> None:
+    """Multi-head self-attention (:class:`.modules.Attention`, ``TalkingHeadsAttention``)."""
+    t.linear(tokens, dim_in, 3 * dim, qkv_bias)
+    t.attention_products(heads, tokens, tokens, dim // heads)
+    if talking_heads:
+        t.head_mixing(heads, tokens, tokens, 2)
+    t.linear(tokens, dim, dim)
 
 
 def attention_cost(tokens: int, dim_in: int, dim: int, heads: int, qkv_bias: bool, talking_heads: bool = False
                    ) -> C.Cost:
     """Multi-head self-attention (:class:`.modules.Attention`, ``TalkingHeadsAttention``)."""
-    c = C.linear(tokens, dim_in, 3 * dim, qkv_bias)
-    c = c + C.attention_products(heads, tokens, tokens, dim // heads)
-    if talking_heads:
-        c = c + C.head_mixing(heads, tokens, tokens) * 2
-    return c + C.linear(tokens, dim, dim)
+    t = C.Tally()
+    add_attention(t, tokens, dim_in, dim, heads, qkv_bias, talking_heads)
+    return t.cost()
+
+
+def position_embedding_params(dim: int, grid: tuple[int, int]) -> int:
+    """A learned absolute position embedding (:class:`.modules.PositionEmbedding`)."""
+    return dim * grid[0] * grid[1]
 
 
 def position_embedding_cost(dim: int, grid: tuple[int, int]) -> C.Cost:
     """A learned absolute position embedding (:class:`.modules.PositionEmbedding`)."""
-    return C.params(dim * grid[0] * grid[1])
+    return C.params(position_embedding_params(dim, grid))
+
+
+def add_class_attention(t: C.Tally, tokens: int, prefix: int, dim: int, heads: int, qkv_bias: bool) -> None:
+    """CaiT class attention (:class:`.modules.ClassAttention`)."""
+    t.linear(prefix, dim, dim, qkv_bias)
+    t.linear(tokens, dim, dim, qkv_bias)
+    t.linear(tokens, dim, dim, qkv_bias)
+    t.attention_products(heads, prefix, tokens, dim // heads)
+    t.linear(prefix, dim, dim)
 
 
 def class_attention_cost(tokens: int, prefix: int, dim: int, heads: int, qkv_bias: bool) -> C.Cost:
     """CaiT class attention (:class:`.modules.ClassAttention`)."""
-    return (
-        C.linear(prefix, dim, dim, qkv_bias)
-        + C.linear(tokens, dim, dim, qkv_bias) * 2
-        + C.attention_products(heads, prefix, tokens, dim // heads)
-        + C.linear(prefix, dim, dim)
-    )
+    t = C.Tally()
+    add_class_attention(t, tokens, prefix, dim, heads, qkv_bias)
+    return t.cost()

@@ -13,6 +13,11 @@ __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for n
     "LayerNorm2d", "BatchNormTokens", "MAP_NORMS", "TOKEN_NORMS", "ACTIVATIONS", "map_norm", "token_norm", "act")})
 
 
-def norm_cost(name: str, channels: int) -> C.Cost:
+def norm_params(name: str, channels: int) -> int:
     """Learnable gain and bias of a norm (none for ``none``)."""
-    return C.params(0 if name == "none" else 2 * channels)
+    return 0 if name == "none" else 2 * channels
+
+
+def norm_cost(name: str, channels: int) -> C.Cost:
+    """:func:`norm_params` as a cost."""
+    return C.params(norm_params(name, channels))

@@ -49,19 +49,22 @@ MAX_KERNEL = 63
 MAX_RATIO = 64.0
 """MLP ratio and expansion factors."""
 
-PositiveInt = Annotated[int, BeforeValidator(_not_bool), Field(gt=0)]
+# The bounds sit on the inner ``int``/``float`` so that pydantic-core checks them natively (after
+# a BeforeValidator they would run as two Python validators per field); the before-validator
+# wraps that schema, so the checks run in the same order with the same errors.
+PositiveInt = Annotated[Annotated[int, Field(gt=0)], BeforeValidator(_not_bool)]
 """A positive integer (``true`` is not 1)."""
 
 
 def bounded(maximum: int) -> Any:
     """A positive integer type of at most ``maximum``."""
-    return Annotated[int, BeforeValidator(_not_bool), Field(gt=0, le=maximum)]
+    return Annotated[Annotated[int, Field(gt=0, le=maximum)], BeforeValidator(_not_bool)]
 
 
 Depth = bounded(MAX_DEPTH)
 Width = bounded(MAX_WIDTH)
 Kernel = bounded(MAX_KERNEL)
-Ratio = Annotated[float, BeforeValidator(_not_bool), Field(gt=0, le=MAX_RATIO)]
+Ratio = Annotated[Annotated[float, Field(gt=0, le=MAX_RATIO)], BeforeValidator(_not_bool)]
 Stride = Literal[1, 2]
 # Names resolved by registries in archspace.layers (kept torch-free here).
 NormName = Literal["batchnorm", "layernorm", "none"]
