@@ -24,6 +24,8 @@ def quickstart_run(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("quickstart")
     study = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    study["sampler"].pop("per_variant")       # one trial, not one per layout
+    study["scales"]["tiny"].pop("sampler")
     study["scales"]["tiny"]["trials"] = 1
     path = folder / "quickstart.yaml"
     path.write_text(yaml.safe_dump(study))

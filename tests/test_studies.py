@@ -34,7 +34,7 @@ def test_study_validates_at_every_scale(path):
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_study_runs_tiny_through_to_report(path, tmp_path):
     study = load_study(path, scale="tiny")
-    assert study.n_trials() <= 2
+    assert study.n_trials() <= 3  # one trial per variant at most (the quickstart has three layouts)
     summary = search(study, run_dir=tmp_path)
     trained = [t for t in summary["trials"] if t["status"] in ("complete", "diverged", "pruned", "duplicate")]
     assert len(trained) == study.n_trials()
