@@ -13,6 +13,7 @@ import math
 import os
 import resource
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 
@@ -20,6 +21,9 @@ from . import cost as C
 from .blocks import STAGES, STEMS, FeatureShape, HeadFamily as Head
 from .errors import Problem, SpecError
 from .spec import ClassAttentionStage, NetworkSpec, PatchifyStem
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 BYTES_PER_PARAM = 4
 BYTES_PER_ACT = 4
@@ -42,7 +46,7 @@ class Lowered:
     _graph: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
-    def graph(self) -> "nx.DiGraph":  # noqa: F821
+    def graph(self) -> nx.DiGraph:
         """The parts as a chain ``input -> stem -> stages[0] -> … -> head`` with their attributes."""
         graph = self._graph
         if graph is None:
