@@ -9,6 +9,7 @@ VENV=.venv
 STAMP=$VENV/.archspace-installed
 WANT=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/archspace" ]; then
+  "$VENV/bin/python" -m compileall -q archspace >/dev/null || true   # new or changed modules (see below)
   exit 0
 fi
 echo "setting up $VENV (first run takes a few minutes)..." >&2
@@ -25,4 +26,7 @@ $PIP install --no-deps "timm==1.0.*" 2>&1 | grep -v "^WARNING: Location" >&2 || 
   || { echo "dependencies failed to install" >&2; exit 1; }
 "$VENV/bin/python" -c "import importlib.util as u; assert u.find_spec('timm')" \
   || { echo "timm failed to install" >&2; exit 1; }
+# byte-code for the package, written once: the analytic commands start in well under a second
+# even where PYTHONDONTWRITEBYTECODE keeps Python from caching it itself
+"$VENV/bin/python" -m compileall -q archspace >/dev/null || true
 echo "$WANT" > "$STAMP"

@@ -81,6 +81,28 @@ def test_no_weight_decay_on_gains_biases_embeddings_tables_tokens_and_layer_scal
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # every parameter exactly once
 
 
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_optimizer_step_is_fused_on_the_cpu_and_equals_torchs_per_tensor_step(optimizer):
+    from archspace.train.optim import make_optimizer
+
+    cfg = TrainConfig(optimizer=optimizer, lr=1e-2, weight_decay=0.05)
+    models = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+              for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = make_optimizer(models[0], cfg)
+    plain = type(fused)(param_groups(models[1], cfg.weight_decay), **{k: v for k, v in fused.defaults.items()
+                                                                     if k not in ("fused", "foreach", "decoupled_weight_decay")})
+    assert fused.defaults["fused"] is True and not plain.defaults.get("fused")
+    x = torch.randn(32, 8)
+    for _ in range(5):
+        for model, opt in zip(models, (fused, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
 def test_schedule_warms_up_linearly_then_half_cosine():
     cfg = TrainConfig(lr=1.0, min_lr=0.1, epochs=10, warmup_epochs=1)
     total, warm = 100, 10
