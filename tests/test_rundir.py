@@ -131,3 +131,28 @@ def test_json_lines_leaves_out_only_a_torn_last_line():
     assert json_lines('{"epoch": 1}\n{"epo') == [{"epoch": 1}]  # a write cut by a kill
     with pytest.raises(ValueError):  # damage in the middle is not a kill: the caller repairs or refuses
         json_lines('{"epoch": 1}\n{"epo\n{"epoch": 3}\n')
+
+
+def test_a_store_left_with_a_hot_journal_by_a_killed_writer_is_still_recognised(tmp_path):
+    """SIGKILL in the middle of a write leaves ``study.db-journal``: a read-only connection
+    cannot read such a file, yet it is the study's own store, and checking it changes nothing."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    from archspace.search.rundir import check_store_file
+
+    db = tmp_path / "study.db"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    writer = (f"import os, sqlite3; con = sqlite3.connect({str(db)!r}); con.execute('begin immediate'); "
+              "con.execute(\"update studies set study_name = 'x'\"); con.execute('pragma cache_size = 1'); "
+              "con.execute('create table junk (a)'); "
+              "con.executemany('insert into junk values (?)', [(i,) for i in range(20000)]); "
+              "os.kill(os.getpid(), 9)")
+    subprocess.run([sys.executable, "-c", writer], check=False)
+    assert (tmp_path / "study.db-journal").is_file()
+    stamps = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.iterdir()}
+    check_store_file(f"sqlite:///{db}", "--storage")
+    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.iterdir()} == stamps
+    assert optuna.get_all_study_names(f"sqlite:///{db}") == ["s"]   # the next writer rolls it back

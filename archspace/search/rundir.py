@@ -89,17 +89,46 @@ def check_store_file(url: str, option: str = "--storage", reading: bool = False)
         if header != SQLITE_HEADER:
             raise SpecError.single(option, f"{path} is not an SQLite database, so not a study store; archspace "
                                            f"does not write into it")
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
-        finally:
-            con.close()
+        tables = _tables(path)
     except (OSError, sqlite3.Error) as exc:
         raise SpecError.single(option, f"cannot read {path}: {exc}") from None
     if not OPTUNA_TABLES <= tables:
         raise SpecError.single(option, f"{path} is an SQLite database without Optuna's tables (another program's "
                                        f"data, {len(tables)} tables): not a study store; archspace does not write "
                                        f"into it")
+
+
+def _tables(path: Path) -> set[str]:
+    """The table names of an SQLite file, read without writing to it.
+
+    A writer killed mid-transaction leaves a hot rollback journal beside the file, which a
+    read-only connection cannot roll back ("attempt to write a readonly database"), and the
+    file alone may hold half-written pages. The schema is then read from a copy of the file and
+    its journal in a temporary folder, where SQLite rolls the copy back; the store itself is
+    rolled back by its next writer, as SQLite always does.
+    """
+    import shutil
+    import sqlite3
+    import tempfile
+
+    def read(file: Path, mode: str) -> set[str]:
+        con = sqlite3.connect(f"file:{file}?mode={mode}", uri=True)
+        try:
+            return {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+        finally:
+            con.close()
+
+    try:
+        return read(path, "ro")
+    except sqlite3.OperationalError as exc:
+        journal = path.with_name(path.name + "-journal")
+        if "readonly" not in str(exc) or not journal.is_file():
+            raise
+    with tempfile.TemporaryDirectory(prefix="archspace-store-") as tmp:
+        copy = Path(tmp) / path.name
+        shutil.copyfile(path, copy)
+        shutil.copyfile(journal, Path(tmp) / journal.name)
+        return read(copy, "rw")
 
 
 def default_storage(run_dir: Path) -> str:
