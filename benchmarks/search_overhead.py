@@ -339,7 +339,7 @@ def main() -> None:
                                          **end_to_end(QUICKSTART_SPACE, sampler, args.trials, folder)})
         if report["end_to_end"]:
             report["quickstart_trial_s"] = args.quickstart_s or quickstart_trial_s(folder)
-            report["quickstart_trials"] = yaml.safe_load(QUICKSTART.read_text())["trials"]
+            report["quickstart_trials"] = load_study(QUICKSTART).n_trials()
             report["process_start_s"] = process_start_s()
         if not args.skip_real:
             runs = [(1, "cli"), (2, "cli"), (2, "procs")] + ([(2, "oversubscribed")] if args.oversubscribed else [])

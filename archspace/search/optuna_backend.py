@@ -242,9 +242,16 @@ def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> 
         for key, value in attrs.items():  # no upsert statement: as Optuna does it
             storage.set_trial_user_attr(trial_id, key, value)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-    from sqlalchemy.dialects import mysql, postgresql, sqlite
+    try:  # Optuna's own tables and session helper (private): where they moved, one call per key
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+        from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+        models.TrialUserAttributeModel, models.TrialModel.find_or_raise_by_id, backend.check_trial_is_updatable
+    except (ImportError, AttributeError):
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
 
     model = models.TrialUserAttributeModel
     rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
