@@ -137,7 +137,7 @@ class BottleneckFamily(Family):
         return t.cost()
 
     def build(self, spec, shape, drop_rates):
-        from .modules import BottleneckBlock, ConvStageModule
+        from .modules import ConvStageModule, bottleneck_block
 
         down, plans = self.plans(spec, shape)
-        return ConvStageModule([BottleneckBlock(p, d) for p, d in zip(plans, drop_rates)], down.build())
+        return ConvStageModule([bottleneck_block(p, d) for p, d in zip(plans, drop_rates)], down.build())

@@ -69,6 +69,34 @@ class BottleneckBlock(nn.Module):
         return self.act(self.shortcut(x) + self.drop_path(self.layer_scale(self.convs(x))))
 
 
+class PointwiseTailBlock(BottleneckBlock):
+    """A bottleneck block whose first conv ends in a layer norm and whose other convs are all
+    1×1 without a norm (ConvNeXt's block): after the first conv, the norm, the pointwise convs
+    and their activations run on channels-last tokens (one permute each way, ``F.linear`` on the
+    1×1 weights) instead of a permute pair per norm and 1×1 convolutions on maps. The same
+    modules and parameters as :class:`BottleneckBlock`, the same function.
+    """
+
+    @staticmethod
+    def applies(plan: BottleneckPlan) -> bool:
+        first, *rest = plan.units()
+        return (first.norm == "layernorm" and bool(rest) and all(
+            u.kernel == 1 and u.stride == 1 and u.groups == 1 and u.pad == 0 and u.norm == "none" for u in rest))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, first_act = self.convs[0]
+        y = conv(x).permute(0, 2, 3, 1)
+        y = first_act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        for pointwise, _, unit_act in self.convs[1:]:
+            y = unit_act(F.linear(y, pointwise.weight.flatten(1), pointwise.bias))
+        y = self.layer_scale(y.permute(0, 3, 1, 2))
+        return self.act(self.shortcut(x) + self.drop_path(y))
+
+
+def bottleneck_block(plan: BottleneckPlan, drop: float) -> BottleneckBlock:
+    return (PointwiseTailBlock if PointwiseTailBlock.applies(plan) else BottleneckBlock)(plan, drop)
+
+
 def separate_downsample(down: SeparateDownsample) -> nn.Module:
     """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
     unit = down.unit()
