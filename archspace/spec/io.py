@@ -130,7 +130,7 @@ def load_raw(source: str | os.PathLike[str], *, _chain: tuple[Path, ...] = ()) -
     if kept is not None:
         stamps, blob, preset = kept
         if (not preset or not os.path.isfile(text)) and all(_stamp(p) == stamp for p, stamp in stamps):
-            return pickle.loads(blob)
+            return pickle.loads(blob)  # a copy of what this process made from safe_load: never a file's bytes
     candidate = resolve_source(source, None)
     files: list[Path] = []
     data = _load_file(candidate.resolve(), (), files)
