@@ -107,6 +107,15 @@ class Tally:
         self.acts += heads * n_q * n_kv * times
 
 
+def tallied(part, *size: int):
+    """``part.add_cost`` into a fresh tally: ``(Cost, *what add_cost returned)`` (the output size
+    of a unit or block, nothing for a plan costed at its own size) — one layer's or block's
+    :class:`Cost` where the caller wants it alone."""
+    t = Tally()
+    out = part.add_cost(t, *size)
+    return t.cost() if out is None else (t.cost(), *out)
+
+
 def total(costs) -> Cost:
     """Sum of an iterable of costs."""
     p = f = a = 0

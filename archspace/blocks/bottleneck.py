@@ -65,9 +65,7 @@ class BottleneckPlan(NamedTuple):
         return ho, wo
 
     def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
-        t = C.Tally()
-        ho, wo = self.add_cost(t, h, w)
-        return t.cost(), ho, wo
+        return C.tallied(self, h, w)
 
 
 class SeparateDownsample(NamedTuple):
@@ -93,9 +91,7 @@ class SeparateDownsample(NamedTuple):
         return h, w
 
     def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
-        t = C.Tally()
-        h, w = self.add_cost(t, h, w)
-        return t.cost(), h, w
+        return C.tallied(self, h, w)
 
     def build(self):
         from .modules import separate_downsample

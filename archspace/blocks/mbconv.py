@@ -60,9 +60,7 @@ class MBConvPlan(NamedTuple):
         return ho, wo
 
     def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
-        t = C.Tally()
-        ho, wo = self.add_cost(t, h, w)
-        return t.cost(), ho, wo
+        return C.tallied(self, h, w)
 
 
 @register(STAGES, "mbconv")

@@ -58,9 +58,7 @@ class TransformerPlan(NamedTuple):
         t.params += layer_scale_params(cout, s.layer_scale) * 2
 
     def cost(self) -> C.Cost:
-        t = C.Tally()
-        self.add_cost(t)
-        return t.cost()
+        return C.tallied(self)
 
 
 @register(STAGES, "transformer")

@@ -53,9 +53,7 @@ class ConvUnit(NamedTuple):
 
     def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
         """Cost at input ``h × w`` and the output size."""
-        t = C.Tally()
-        ho, wo = self.add_cost(t, h, w)
-        return t.cost(), ho, wo
+        return C.tallied(self, h, w)
 
     def build(self):
         from .modules import ConvNormAct
