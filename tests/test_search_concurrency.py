@@ -44,3 +44,34 @@ def test_three_processes_on_one_store_train_no_point_twice(tmp_path):
         assert not [t for t in study.get_trials() if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         owners = {t.user_attrs["owner"]["pid"] for t in study.get_trials()}
         assert len(owners) >= 2, "the processes did not overlap"
+
+
+def _open_at_once(url: str, barrier, results) -> None:
+    from archspace.errors import SpecError
+    from archspace.search.optuna_backend import open_storage
+
+    barrier.wait()
+    try:
+        open_storage(url)
+        results.put("ok")
+    except SpecError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_one_fresh_store_at_the_same_moment_all_get_it(tmp_path):
+    # Without the retry, one of four processes loses the race to create Optuna's tables nearly
+    # every time ("table studies already exists", "UNIQUE constraint failed: alembic_version").
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for i in range(3):
+        url = sqlite_url(tmp_path / f"study{i}.db")
+        barrier, results = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        outcome = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert outcome == ["ok"] * 4, outcome
+        assert optuna.storages.RDBStorage(url).get_all_studies() == []

@@ -208,16 +208,42 @@ def _sqlite_wal(dbapi_connection, _record) -> None:
         cursor.close()
 
 
+_SCHEMA_RACE = ("already exists", "unique constraint", "duplicate key", "database is locked")
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Whether creating Optuna's tables failed only because another process sharing a fresh store
+    created them (or stamped their version) at the same moment: opening again then succeeds."""
+    from sqlalchemy.exc import DBAPIError
+
+    return isinstance(exc, DBAPIError) and any(word in str(exc).lower() for word in _SCHEMA_RACE)
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 8) -> RDBStorage:
+    """Optuna's RDB storage; processes that open one fresh store together race to create its
+    tables (``table studies already exists``, ``UNIQUE constraint failed: alembic_version``). The
+    losers wait a moment, with jitter, and open the tables the winner made."""
+    rng = np.random.default_rng()
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                  heartbeat_stale_trial_callback=retry_trial)
+        except Exception as exc:
+            if attempt == attempts - 1 or not _lost_schema_race(exc):
+                raise
+            time.sleep(min(0.05 * 2 ** attempt, 2.0) * (0.5 + rng.random()))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats; an unreachable URL is a one-line error on ``--storage``."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                 heartbeat_stale_trial_callback=retry_trial)
+        storage = _rdb_storage(url, kwargs)
         if url.startswith("sqlite") and os.environ.get(SQLITE_WAL_ENV, "0") == "1":
             from sqlalchemy import event
 
