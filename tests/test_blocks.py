@@ -158,6 +158,40 @@ def test_drop_path_random_in_train_identical_in_eval(name):
         assert torch.allclose(plain(x), plain(x))
 
 
+@pytest.mark.parametrize("shape, channel_dim", [((4, 5, 8), -1), ((4, 8, 3, 3), 1)])
+@pytest.mark.parametrize("gains", [False, True])
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_residual_is_shortcut_plus_dropped_scaled_branch(shape, channel_dim, gains, rate):
+    # the one-pass residual (addcmul with the gains times the per-sample factor) against the
+    # written-out arithmetic: the same values and the same gradients for every input and gain
+    from archspace.layers.modules import drop_path, layer_scale, residual
+
+    channels = shape[channel_dim]
+    scale = layer_scale(channels, 0.3 if gains else None, channel_dim)
+    if gains:
+        with torch.no_grad():
+            scale.gamma.uniform_(-1, 1)
+    drop = drop_path(rate).train()
+    torch.manual_seed(3)
+    short, branch = torch.randn(shape, requires_grad=True), torch.randn(shape, requires_grad=True)
+    torch.manual_seed(7)
+    got = residual(short, branch, drop, scale)
+    torch.manual_seed(7)
+    mask = torch.empty((shape[0],) + (1,) * (len(shape) - 1)).bernoulli_(1 - rate) if rate else torch.ones(1)
+    gamma = scale.gamma.view(scale.shape) if gains else torch.ones(1)
+    want = short + branch * gamma * mask / (1 - rate)
+    assert torch.allclose(got, want, atol=1e-6)
+    if rate:
+        assert 0 < (mask == 0).sum() < shape[0]  # some samples dropped, some kept (seeded)
+    params = [short, branch] + ([scale.gamma] if gains else [])
+    weights = torch.randn(shape)
+    for a, b in zip(torch.autograd.grad((got * weights).sum(), params),
+                    torch.autograd.grad((want * weights).sum(), params)):
+        assert torch.allclose(a, b, atol=1e-5)
+    drop.eval()
+    assert torch.allclose(residual(short, branch, drop, scale), short + branch * gamma, atol=1e-6)
+
+
 def test_drop_path_schedule_linear_over_all_blocks():
     model = build("transformer-relative", drop_path={"rate": 0.3, "schedule": "linear"})
     n = sum(st["depth"] for st in BLOCK_SPECS["transformer-relative"]["stages"])

@@ -25,6 +25,7 @@ from ..layers.modules import (
     drop_path,
     layer_scale,
     map_norm,
+    residual,
     token_norm,
 )
 from ..spec import ClassAttentionStage, HeadSpec
@@ -66,7 +67,7 @@ class BottleneckBlock(nn.Module):
         self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.shortcut(x) + self.drop_path(self.layer_scale(self.convs(x))))
+        return self.act(residual(self.shortcut(x), self.convs(x), self.drop_path, self.layer_scale))
 
 
 class PointwiseTailBlock(BottleneckBlock):
@@ -89,8 +90,7 @@ class PointwiseTailBlock(BottleneckBlock):
         y = first_act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
         for pointwise, _, unit_act in self.convs[1:]:
             y = unit_act(F.linear(y, pointwise.weight.flatten(1), pointwise.bias))
-        y = self.layer_scale(y.permute(0, 3, 1, 2))
-        return self.act(self.shortcut(x) + self.drop_path(y))
+        return self.act(residual(self.shortcut(x), y.permute(0, 3, 1, 2), self.drop_path, self.layer_scale))
 
 
 def bottleneck_block(plan: BottleneckPlan, drop: float) -> BottleneckBlock:
@@ -119,7 +119,7 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         branch = self.project(self.se(self.dw(self.expand(self.norm(x)))))
-        return self.shortcut(x) + self.drop_path(branch)
+        return residual(self.shortcut(x), branch, self.drop_path)
 
 
 # --- transformer stages -----------------------------------------------------------------
@@ -166,8 +166,8 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
         out = self.out_size(size)
         y = self.pool(self.norm1(x), size)
-        x = self.shortcut(self.pool(x, size)) + self.drop_path(self.ls1(self.attn(y, out, prefix)))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(self.shortcut(self.pool(x, size)), self.attn(y, out, prefix), self.drop_path, self.ls1)
+        return residual(x, self.mlp(self.norm2(x)), self.drop_path, self.ls2)
 
 
 class TransformerStageModule(nn.Module):
@@ -213,8 +213,8 @@ class ClassAttentionBlock(nn.Module):
 
     def forward(self, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
         z = self.norm1(torch.cat([cls, patches], dim=1))
-        cls = cls + self.drop_path(self.ls1(self.attn(z, cls.shape[1])))
-        return cls + self.drop_path(self.ls2(self.mlp(self.norm2(cls))))
+        cls = residual(cls, self.attn(z, cls.shape[1]), self.drop_path, self.ls1)
+        return residual(cls, self.mlp(self.norm2(cls)), self.drop_path, self.ls2)
 
 
 class ClassAttentionStageModule(nn.Module):

@@ -13,8 +13,8 @@ from .._lazy import lazy
 from .norms import norm_params
 
 __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for name in (
-    "ConvNormAct", "DropPath", "drop_path", "LayerScale", "layer_scale", "Mlp", "SqueezeExcite", "POOLS", "pool2x",
-    "Shortcut")})
+    "ConvNormAct", "DropPath", "drop_path", "LayerScale", "layer_scale", "NoScale", "residual", "Mlp", "SqueezeExcite",
+    "POOLS", "pool2x", "Shortcut")})
 
 
 class ConvUnit(NamedTuple):

@@ -94,19 +94,31 @@ class DropPath(nn.Module):
         super().__init__()
         self.rate = rate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def factor(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The per-sample factor (0 or ``1 / keep``, shaped to broadcast over ``x``) that drops
+        and rescales ``x``'s samples, or ``None`` where nothing is dropped (eval, rate 0)."""
         if not self.training or self.rate == 0.0:
-            return x
+            return None
         keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.factor(x)
+        return x if f is None else x * f
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.3f}"
 
 
+class NoScale(nn.Identity):
+    """An unused layer scale or drop path: the identity, with no factor for :func:`residual`."""
+
+    def factor(self, x: torch.Tensor) -> None:
+        return None
+
+
 def drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else nn.Identity()
+    return DropPath(rate) if rate > 0 else NoScale()
 
 
 class LayerScale(nn.Module):
@@ -120,12 +132,25 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full((channels,), float(init)))
         self.shape = (-1, 1, 1) if channel_dim == 1 else (channels,)
 
+    def factor(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma.view(self.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gamma.view(self.shape)
+        return x * self.factor(x)
 
 
 def layer_scale(channels: int, init: float | None, channel_dim: int = -1) -> nn.Module:
-    return LayerScale(channels, init, channel_dim) if init else nn.Identity()
+    return LayerScale(channels, init, channel_dim) if init else NoScale()
+
+
+def residual(shortcut: torch.Tensor, branch: torch.Tensor, drop: nn.Module, scale: nn.Module | None = None
+             ) -> torch.Tensor:
+    """``shortcut + drop(scale(branch))`` in one pass over the tensors: the layer scale's gains
+    and the drop path's per-sample factor multiply into one small tensor that ``addcmul``
+    applies while adding (instead of a pass per multiply, a division and the addition)."""
+    gains, keep = None if scale is None else scale.factor(branch), drop.factor(branch)
+    factor = keep if gains is None else (gains if keep is None else gains * keep)
+    return shortcut + branch if factor is None else torch.addcmul(shortcut, branch, factor)
 
 
 class Mlp(nn.Module):
