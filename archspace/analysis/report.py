@@ -232,7 +232,10 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
         ``counts`` (trials by status); ``group_by`` (the choice naming a variant);
         ``variants`` (every value of that choice → its counts by status, best and median
         error, params range and, without a completed run, the reason — see
-        :func:`~archspace.analysis.metrics.variant_summary`); ``bias_warning`` (text or
+        :func:`~archspace.analysis.metrics.variant_summary`); ``ranking`` (variants by best
+        error with bootstrap intervals, :func:`~archspace.analysis.metrics.ranking`);
+        ``generalization`` (variant → final train loss, eval error and eval − train gap of its
+        best run, :func:`~archspace.analysis.metrics.generalization`); ``bias_warning`` (text or
         ``None``); ``params_spread`` (max/min params over the completed trials, or ``None``).
     """
     ostudy = open_study(run_dir, storage, name)
@@ -400,8 +403,8 @@ def build_report(run_dir: Path, *, storage: str | None = None, name: str | None 
     (out / "report.md").write_text(text)
     (out / "report.html").write_text(_html(title, text, out))
     result = {"markdown": str(out / "report.md"), "html": str(out / "report.html"), "plots": [str(p) for p in plots],
-              "counts": dict(counts), "group_by": key, "variants": summary, "bias_warning": warning,
-              "params_spread": spread}
+              "counts": dict(counts), "group_by": key, "variants": summary, "ranking": ranked,
+              "generalization": gen, "bias_warning": warning, "params_spread": spread}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
