@@ -191,3 +191,17 @@ def test_scheduler_and_fixed_suggester():
         study.space.resolve(FixedSuggester({}, strict=True))
     ostudy = create_study(study, open_storage("sqlite:///:memory:"))
     assert count_trained(ostudy) == 0
+
+
+def test_per_variant_trains_exactly_n_points_of_each_variant_on_ray(tmp_path):
+    # two trials run at once: the balanced sampler counts the running one, so the layouts alternate
+    study = load_study(tiny(sampler={"kind": "random", "seed": 3, "per_variant": 2}, trials=None,
+                            train__epochs=1))
+    summary = search(study, run_dir=tmp_path, backend="ray")
+    assert summary["counts"].get("complete") == 4, summary["counts"]
+    done = [t for t in stored(tmp_path).trials if t.state == TrialState.COMPLETE]
+    per: dict[str, int] = {}
+    for t in done:
+        per[t.params["layout"]] = per.get(t.params["layout"], 0) + 1
+    assert per == {"C-C-C-C": 2, "C-C-T-T": 2}
+    assert len({t.params["train.lr"] for t in done}) == 4  # the other choices drawn for each point
