@@ -372,9 +372,10 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         system_attrs={**system, "failed_trial": history[0], "retry_history": history}))
 
 
-def fail_dead_trials(study: optuna.Study) -> int:
-    """Fail running trials whose process is gone: at once for this machine's (by pid), and by
-    heartbeat for other machines'. Each is queued again (:func:`retry_trial`). Returns how many."""
+def fail_dead_trials(study: optuna.Study, stale: bool = True) -> int:
+    """Fail running trials whose process is gone: at once for this machine's (by pid, with the
+    reason "its process died"), and, with ``stale``, by heartbeat for other machines'. Each is
+    queued again (:func:`retry_trial`). Returns how many were failed by pid."""
     host = socket.gethostname()
     storage = study._storage
     n = 0
@@ -397,9 +398,10 @@ def fail_dead_trials(study: optuna.Study) -> int:
         if changed:
             retry_trial(study, study._storage.get_trial(t._trial_id))
             n += 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    if stale:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     return n
 
 
@@ -612,6 +614,9 @@ def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
             streak[kind] = streak[kind] + 1 if status == kind else 0
         if on_trial is not None:
             on_trial(s, t)
+        # before optimize's next trial fails stale trials by heartbeat alone (no reason recorded):
+        # a trial of this machine whose process died is failed here, saying so
+        fail_dead_trials(s, stale=False)
         if (count_trained(s) >= budget or status == "surplus" or streak["rejected"] >= max_rejections
                 or streak["duplicate"] >= max_rejections or streak["failed"] >= max_failures):
             s.stop()
