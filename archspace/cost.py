@@ -73,7 +73,11 @@ class Tally:
         self.params = self.flops = self.acts = 0
 
     def cost(self) -> Cost:
-        return _make(self.params, self.flops, self.acts)
+        c = _new(Cost)  # _make, without its call: one per part costed
+        _set_params(c, self.params)
+        _set_flops(c, self.flops)
+        _set_acts(c, self.acts)
+        return c
 
     def add(self, cost: "Cost | Tally", times: int = 1) -> None:
         """Add another cost (or tally) ``times`` times."""

@@ -9,7 +9,6 @@ tensor exists.
 
 from __future__ import annotations
 
-import math
 import os
 import resource
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ class Lowered:
         return [f"stages[{i}]" for i in range(len(self.spec.stages))]
 
     def cost(self) -> C.Cost:
-        return C.total(data["cost"] for data in self.nodes)
+        return C.total([data["cost"] for data in self.nodes])
 
 
 def resolve_defaults(spec: NetworkSpec) -> NetworkSpec:
@@ -115,20 +114,24 @@ def clear_caches() -> None:
 
 
 def _values(model: object) -> tuple:
-    """A spec model's type and field values, as a hashable key (lists become tuples)."""
-    values = (type(model), *model.__dict__.values())
-    try:
-        hash(values)
-    except TypeError:  # a list field (a conv stem's channels): only then rebuild the key
-        values = (type(model), *[tuple(v) if type(v) is list else v for v in model.__dict__.values()])
-    return values
+    """A spec model's type and field values, as a key (hashable unless a field is a list)."""
+    return (type(model), *model.__dict__.values())
+
+
+def _hashable(model: object) -> tuple:
+    """:func:`_values` with lists made tuples (a conv stem's channels), for a key that hashes."""
+    return (type(model), *[tuple(v) if type(v) is list else v for v in model.__dict__.values()])
 
 
 def _stem_part(family, stem, shape: FeatureShape) -> tuple[FeatureShape, C.Cost]:
     key = (family, _values(stem), shape)
-    part = _PARTS.get(key)
+    try:
+        part = _PARTS.get(key)
+    except TypeError:  # a list field: only then rebuild the key
+        key = (family, _hashable(stem), shape)
+        part = _PARTS.get(key)
     if part is None:
-        part = (family.output_shape(stem, shape), family.cost(stem, shape))
+        part = family.part(stem, shape, "stem", 0)[1:]
         _remember(key, part)
     return part
 
@@ -136,14 +139,17 @@ def _stem_part(family, stem, shape: FeatureShape) -> tuple[FeatureShape, C.Cost]
 def _stage_part(family, stage, shape: FeatureShape, i: int) -> tuple[tuple[Problem, ...], FeatureShape, C.Cost]:
     """A stage's check problems (``stages[i]`` paths), output shape and cost."""
     key = (family, i, _values(stage), shape)
-    part = _PARTS.get(key)
+    try:
+        part = _PARTS.get(key)
+    except TypeError:  # a list field: only then rebuild the key
+        key = (family, i, _hashable(stage), shape)
+        part = _PARTS.get(key)
     if part is None:
         path = f"stages[{i}]"
-        problems = []
+        found, out, cost = family.part(stage, shape, path, i)
         if shape.prefix and not family.takes_class_token:
-            problems.append(Problem(f"{path}.block", f"a {stage.block} stage cannot follow a class token"))
-        problems.extend(family.check(stage, shape, path, i))
-        part = (tuple(problems), family.output_shape(stage, shape), family.cost(stage, shape))
+            found = (Problem(f"{path}.block", f"a {stage.block} stage cannot follow a class token"), *found)
+        part = (tuple(found), out, cost)
         _remember(key, part)
     return part
 
@@ -162,8 +168,12 @@ def lower(spec: NetworkSpec) -> Lowered:
     """
     spec = resolve_defaults(spec)
     problems = structural_problems(spec)
-    stem_family = STEMS[spec.stem.kind]
-    total_stride = stem_family.stride(spec.stem) * math.prod(STAGES[s.block].stride(s) for s in spec.stages)
+    stem, stages = spec.stem, spec.stages
+    stem_family = STEMS[stem.kind]
+    families = [STAGES[stage.block] for stage in stages]
+    total_stride = stem_family.stride(stem)
+    for family, stage in zip(families, stages):
+        total_stride *= family.stride(stage)
     size = spec.input.size
     if size % total_stride or size < total_stride:
         problems.append(Problem(
@@ -174,14 +184,14 @@ def lower(spec: NetworkSpec) -> Lowered:
         raise SpecError(problems)
 
     shape = FeatureShape(spec.input.channels, size, size)
-    out, cost = _stem_part(stem_family, spec.stem, shape)
+    out, cost = _stem_part(stem_family, stem, shape)
     nodes = [
         {"path": "input", "kind": "input", "shape_in": shape, "shape": shape, "cost": C.ZERO},
-        {"path": "stem", "kind": spec.stem.kind, "shape_in": shape, "shape": out, "cost": cost},
+        {"path": "stem", "kind": stem.kind, "shape_in": shape, "shape": out, "cost": cost},
     ]
     shape = out
-    for i, stage in enumerate(spec.stages):
-        found, out, cost = _stage_part(STAGES[stage.block], stage, shape, i)
+    for i, (family, stage) in enumerate(zip(families, stages)):
+        found, out, cost = _stage_part(family, stage, shape, i)
         if found:
             problems.extend(found)
         nodes.append({"path": f"stages[{i}]", "kind": stage.block, "shape_in": shape, "shape": out, "cost": cost,

@@ -8,18 +8,17 @@ uses, so no module needs to be built to know it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, NamedTuple
 
 from .. import cost as C
 from ..errors import Problem
 
 
-@dataclass(frozen=True, slots=True, init=False)
-class FeatureShape:
+class FeatureShape(NamedTuple):
     """The tensor between two parts of a network: a ``channels × height × width`` map,
     plus ``prefix`` class tokens carried beside it; ``positioned`` once an absolute
-    position embedding has been added."""
+    position embedding has been added. (A named tuple: lowering makes and hashes several per
+    spec, and a tuple is made and hashed in C.)"""
 
     channels: int
     height: int
@@ -27,22 +26,13 @@ class FeatureShape:
     prefix: int = 0
     positioned: bool = False
 
-    def __init__(self, channels: int, height: int, width: int, prefix: int = 0, positioned: bool = False) -> None:
-        # The frozen dataclass's own __init__ goes through object.__setattr__ per field;
-        # lowering makes several shapes per part, so set the slots directly.
-        _set_channels(self, channels)
-        _set_height(self, height)
-        _set_width(self, width)
-        _set_prefix(self, prefix)
-        _set_positioned(self, positioned)
-
     @property
     def tokens(self) -> int:
         """Number of tokens if the map is flattened (class tokens included)."""
         return self.height * self.width + self.prefix
 
     def with_(self, **changes: Any) -> "FeatureShape":
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     def as_list(self) -> list[int]:
         return [self.channels, self.height, self.width]
@@ -50,10 +40,6 @@ class FeatureShape:
     def __str__(self) -> str:
         extra = f" +{self.prefix} cls" if self.prefix else ""
         return f"{self.channels}×{self.height}×{self.width}{extra}"
-
-
-_set_channels, _set_height, _set_width, _set_prefix, _set_positioned = (
-    FeatureShape.__dict__[name].__set__ for name in ("channels", "height", "width", "prefix", "positioned"))
 
 
 class Family(ABC):
@@ -78,6 +64,12 @@ class Family(ABC):
     def cost(self, spec: Any, shape: FeatureShape) -> C.Cost:
         """Analytic params, flops and acts for an input of ``shape``."""
 
+    def part(self, spec: Any, shape: FeatureShape, path: str, index: int
+             ) -> tuple[Iterable[Problem], FeatureShape, C.Cost]:
+        """:meth:`check`, :meth:`output_shape` and :meth:`cost` in one call (what lowering asks of
+        a part). This default calls the three; a family overrides it to make its plans once."""
+        return self.check(spec, shape, path, index), self.output_shape(spec, shape), self.cost(spec, shape)
+
     @abstractmethod
     def build(self, spec: Any, shape: FeatureShape, drop_rates: list[float]):
         """The torch module; ``drop_rates`` has one drop-path rate per block."""
@@ -98,6 +90,24 @@ def register(registry: dict[str, Family], *kinds: str):
         return cls
 
     return wrap
+
+
+def add_blocks(t: C.Tally, first: Any, rest: Any, depth: int, *size: int) -> Any:
+    """Add a stage's blocks to ``t``: ``first``, then ``depth - 1`` blocks planned as ``rest``
+    (costed once, counted ``depth - 1`` times; all ``depth`` when ``first is rest``). ``size``
+    is the stage's input size for plans costed at a size; returns what ``first.add_cost``
+    returned (its output size, or nothing)."""
+    if first is rest:
+        block = C.Tally()
+        out = rest.add_cost(block, *size)
+        t.add(block, depth)
+        return out
+    out = first.add_cost(t, *size)
+    if depth > 1:
+        block = C.Tally()
+        rest.add_cost(block, *(out or ()))
+        t.add(block, depth - 1)
+    return out
 
 
 def kernel_warning(path: str, kernel: int, shape: FeatureShape) -> list[Problem]:

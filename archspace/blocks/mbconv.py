@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 from .. import cost as C
 from .._lazy import lazy
-from ..layers.common import ConvUnit, add_se, add_shortcut, add_units
+from ..layers.common import ConvUnit, add_se, add_shortcut
 from ..layers.norms import norm_params
 from ..spec import MBConvStage
-from .base import STAGES, Family, FeatureShape, kernel_warning, register
+from .base import STAGES, Family, FeatureShape, add_blocks, kernel_warning, register
 
 __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for name in (
     "MBConvBlock", "ConvStageModule")})
@@ -38,19 +38,20 @@ class MBConvPlan(NamedTuple):
         return max(1, int(self.cout * self.spec.se_ratio)) if self.spec.se_ratio > 0 else 0
 
     def units(self) -> tuple[ConvUnit, ConvUnit, ConvUnit]:
-        s, mid = self.spec, self.mid
-        s1, s2 = (self.stride, 1) if s.downsample == "conv" else (1, self.stride)
+        s, cin, cout, stride = self
+        mid, norm, act = self.mid, s.norm, s.act
+        s1, s2 = (stride, 1) if s.downsample == "conv" else (1, stride)
         # (cin, cout, kernel, stride, groups, bias, norm, act): positional, as plans are made per block
         return (
-            ConvUnit(self.cin, mid, 1, s1, 1, False, s.norm, s.act),
-            ConvUnit(mid, mid, s.kernel, s2, mid, False, s.norm, s.act),
-            ConvUnit(mid, self.cout, 1, 1, 1, True),
+            ConvUnit(cin, mid, 1, s1, 1, False, norm, act),
+            ConvUnit(mid, mid, s.kernel, s2, mid, False, norm, act),
+            ConvUnit(mid, cout, 1, 1, 1, True),
         )
 
     def add_cost(self, t: C.Tally, h: int, w: int) -> tuple[int, int]:
         """Add the block's cost at input ``h × w`` to ``t``; its output size."""
         expand, dw, project = self.units()
-        ho, wo = add_units(t, (expand, dw), h, w)
+        ho, wo = dw.add_cost(t, *expand.add_cost(t, h, w))
         t.params += norm_params(self.spec.norm, self.cin)
         project.add_cost(t, ho, wo)
         reduced = self.reduced
@@ -66,8 +67,16 @@ class MBConvPlan(NamedTuple):
 @register(STAGES, "mbconv")
 class MBConvFamily(Family):
     def plans(self, spec: MBConvStage, shape: FeatureShape) -> list[MBConvPlan]:
-        first = MBConvPlan(spec, shape.channels, spec.width, spec.stride)
-        return [first] + [MBConvPlan(spec, spec.width, spec.width, 1)] * (spec.depth - 1)
+        first, rest = self._first_and_rest(spec, shape)
+        return [first] + [rest] * (spec.depth - 1)
+
+    def _first_and_rest(self, spec: MBConvStage, shape: FeatureShape) -> tuple[MBConvPlan, MBConvPlan]:
+        """The first block's plan and the plan of every later one (the same object when the
+        first block neither resamples nor widens)."""
+        rest = MBConvPlan(spec, spec.width, spec.width, 1)
+        if spec.stride == 1 and shape.channels == spec.width:
+            return rest, rest
+        return MBConvPlan(spec, shape.channels, spec.width, spec.stride), rest
 
     def output_shape(self, spec, shape):
         return FeatureShape(spec.width, shape.height // spec.stride, shape.width // spec.stride)
@@ -76,14 +85,13 @@ class MBConvFamily(Family):
         return kernel_warning(f"{path}.kernel", spec.kernel, self.output_shape(spec, shape))
 
     def cost(self, spec, shape):
-        first, *rest = self.plans(spec, shape)
         t = C.Tally()
-        h, w = first.add_cost(t, shape.height, shape.width)
-        if rest:
-            block = C.Tally()
-            rest[0].add_cost(block, h, w)
-            t.add(block, len(rest))
+        add_blocks(t, *self._first_and_rest(spec, shape), spec.depth, shape.height, shape.width)
         return t.cost()
+
+    def part(self, spec, shape, path, index):
+        out = self.output_shape(spec, shape)
+        return kernel_warning(f"{path}.kernel", spec.kernel, out), out, self.cost(spec, shape)
 
     def build(self, spec, shape, drop_rates):
         from .modules import ConvStageModule, MBConvBlock

@@ -59,9 +59,9 @@ class ConvStageModule(nn.Module):
 class BottleneckBlock(nn.Module):
     def __init__(self, plan: BottleneckPlan, drop: float):
         super().__init__()
-        short = plan.shortcut()
+        short = plan.shortcut
         self.shortcut = short.build() if short is not None else nn.Identity()
-        self.convs = nn.Sequential(*(u.build() for u in plan.units()))
+        self.convs = nn.Sequential(*(u.build() for u in plan.units))
         self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
         self.drop_path = drop_path(drop)
         self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
@@ -80,7 +80,7 @@ class PointwiseTailBlock(BottleneckBlock):
 
     @staticmethod
     def applies(plan: BottleneckPlan) -> bool:
-        first, *rest = plan.units()
+        first, *rest = plan.units
         return (first.norm == "layernorm" and bool(rest) and all(
             u.kernel == 1 and u.stride == 1 and u.groups == 1 and u.pad == 0 and u.norm == "none" for u in rest))
 
@@ -99,7 +99,7 @@ def bottleneck_block(plan: BottleneckPlan, drop: float) -> BottleneckBlock:
 
 def separate_downsample(down: SeparateDownsample) -> nn.Module:
     """``downsample: separate``: norm then a 2×2 stride-2 conv (or a 1×1 conv to widen)."""
-    unit = down.unit()
+    unit = down.unit
     if unit is None:
         return nn.Identity()
     return nn.Sequential(map_norm(down.spec.norm, down.cin), unit.build())

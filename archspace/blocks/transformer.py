@@ -17,7 +17,7 @@ from ..layers.attention import add_attention, add_class_attention, position_embe
 from ..layers.common import add_mlp, layer_scale_params
 from ..layers.norms import norm_params
 from ..spec import ClassAttentionStage, TransformerStage
-from .base import STAGES, Family, FeatureShape, register
+from .base import STAGES, Family, FeatureShape, add_blocks, register
 
 __getattr__, __dir__ = lazy(__name__, globals(), {name: f".modules:{name}" for name in (
     "TokenPool", "NoPool", "TransformerBlock", "TransformerStageModule", "ClassAttentionBlock",
@@ -27,7 +27,8 @@ RELATIVE_TOKENS_WARNING = 4096
 
 
 class TransformerPlan(NamedTuple):
-    """One transformer block: widths, stride and output grid, shared by builder and cost."""
+    """One transformer block: widths, stride, output grid, heads and MLP width, shared by
+    builder and cost (made by :meth:`TransformerFamily.plans`)."""
 
     spec: TransformerStage
     cin: int
@@ -35,26 +36,20 @@ class TransformerPlan(NamedTuple):
     stride: int
     grid: tuple[int, int]  # output grid
     prefix: int
-
-    @property
-    def heads(self) -> int:
-        return self.spec.resolved_heads()
-
-    @property
-    def hidden(self) -> int:
-        return max(1, round(self.cout * self.spec.mlp_ratio))
+    heads: int
+    hidden: int  # MLP hidden width
 
     def add_cost(self, t: C.Tally) -> None:
         """Add the block's cost to ``t``."""
-        s, n = self.spec, self.grid[0] * self.grid[1] + self.prefix
-        cin, cout, heads = self.cin, self.cout, self.heads
-        t.params += norm_params(s.norm, cin) + norm_params(s.norm, cout)
+        s, cin, cout, _, grid, prefix, heads, hidden = self
+        n, norm = grid[0] * grid[1] + prefix, s.norm
+        t.params += norm_params(norm, cin) + norm_params(norm, cout)
         if cin != cout:
             t.linear(n, cin, cout)
         add_attention(t, n, cin, cout, heads, s.qkv_bias, s.talking_heads)
         if s.attention == "relative":
-            t.params += relative_bias_params(heads, self.grid)
-        add_mlp(t, n, cout, self.hidden)
+            t.params += relative_bias_params(heads, grid)
+        add_mlp(t, n, cout, hidden)
         t.params += layer_scale_params(cout, s.layer_scale) * 2
 
     def cost(self) -> C.Cost:
@@ -69,21 +64,33 @@ class TransformerFamily(Family):
         return spec.attention == "absolute" and not shape.positioned
 
     def plans(self, spec: TransformerStage, shape: FeatureShape) -> list[TransformerPlan]:
-        out = self.output_shape(spec, shape)
-        grid = (out.height, out.width)
-        first = TransformerPlan(spec, shape.channels, spec.width, spec.stride, grid, out.prefix)
-        return [first] + [TransformerPlan(spec, spec.width, spec.width, 1, grid, out.prefix)] * (spec.depth - 1)
+        first, rest = self._first_and_rest(spec, shape, self.output_shape(spec, shape))
+        return [first] + [rest] * (spec.depth - 1)
+
+    def _first_and_rest(self, spec: TransformerStage, shape: FeatureShape, out: FeatureShape
+                        ) -> tuple[TransformerPlan, TransformerPlan]:
+        """The first block's plan and the plan of every later one (the same object when the
+        first block neither resamples nor widens)."""
+        grid, width = (out.height, out.width), spec.width
+        heads, hidden = spec.resolved_heads(), max(1, round(width * spec.mlp_ratio))
+        rest = TransformerPlan(spec, width, width, 1, grid, out.prefix, heads, hidden)
+        if spec.stride == 1 and shape.channels == width:
+            return rest, rest
+        return TransformerPlan(spec, shape.channels, width, spec.stride, grid, out.prefix, heads, hidden), rest
 
     def output_shape(self, spec, shape):
         return FeatureShape(
             spec.width,
             shape.height // spec.stride,
             shape.width // spec.stride,
-            prefix=max(shape.prefix, int(spec.class_token)),
-            positioned=shape.positioned or spec.attention == "absolute",
+            max(shape.prefix, int(spec.class_token)),
+            shape.positioned or spec.attention == "absolute",
         )
 
     def check(self, spec, shape, path, index):
+        return self._check(spec, shape, self.output_shape(spec, shape), path)
+
+    def _check(self, spec: TransformerStage, shape: FeatureShape, out: FeatureShape, path: str) -> list[Problem]:
         problems = []
         if spec.stride == 2 and (shape.prefix or spec.class_token):
             problems.append(Problem(f"{path}.stride", "cannot downsample tokens that include a class token"))
@@ -91,7 +98,6 @@ class TransformerFamily(Family):
             problems.append(Problem(f"{path}.stride", "absolute-attention stages must have stride 1"))
         if spec.class_token and shape.prefix:
             problems.append(Problem(f"{path}.class_token", "the input already carries a class token"))
-        out = self.output_shape(spec, shape)
         n = out.height * out.width
         if spec.attention == "relative" and n > RELATIVE_TOKENS_WARNING:
             heads = spec.resolved_heads()
@@ -103,18 +109,20 @@ class TransformerFamily(Family):
         return problems
 
     def cost(self, spec, shape):
-        first, *rest = self.plans(spec, shape)
+        return self._cost(spec, shape, self.output_shape(spec, shape))
+
+    def _cost(self, spec: TransformerStage, shape: FeatureShape, out: FeatureShape) -> C.Cost:
         t = C.Tally()
-        first.add_cost(t)
-        if rest:
-            block = C.Tally()
-            rest[0].add_cost(block)
-            t.add(block, len(rest))
+        add_blocks(t, *self._first_and_rest(spec, shape, out), spec.depth)
         if self.adds_position(spec, shape):
             t.params += position_embedding_params(shape.channels, (shape.height, shape.width))
         if spec.class_token and not shape.prefix:
             t.params += shape.channels
         return t.cost()
+
+    def part(self, spec, shape, path, index):
+        out = self.output_shape(spec, shape)
+        return self._check(spec, shape, out, path), out, self._cost(spec, shape, out)
 
     def build(self, spec, shape, drop_rates):
         from ..layers.modules import ClassToken, KeepClassToken, NoPosition, PositionEmbedding
@@ -148,7 +156,7 @@ class ClassAttentionFamily(Family):
     takes_class_token = True
 
     def output_shape(self, spec, shape):
-        return shape.with_(prefix=max(shape.prefix, 1))
+        return FeatureShape(shape.channels, shape.height, shape.width, max(shape.prefix, 1), shape.positioned)
 
     def check(self, spec, shape, path, index):
         if spec.width != shape.channels:

@@ -44,11 +44,12 @@ class ConvUnit(NamedTuple):
 
     def add_cost(self, t: C.Tally, h: int, w: int) -> tuple[int, int]:
         """Add the cost at input ``h × w`` to ``t``; the output size."""
-        k, s = self.kernel, self.stride
-        pad = k // 2 if self.padding is None else self.padding  # self.pad, without the property call
-        ho, wo = C.conv_out(h, k, s, pad), C.conv_out(w, k, s, pad)
-        t.conv(self.cin, self.cout, k, ho, wo, self.groups, self.bias)
-        t.params += norm_params(self.norm, self.cout)
+        cin, cout, k, s, groups, bias, norm, _, padding = self  # one unpacking: units are costed by the thousand
+        pad = k // 2 if padding is None else padding  # self.pad, without the property call
+        ho = C.conv_out(h, k, s, pad)
+        wo = ho if w == h else C.conv_out(w, k, s, pad)
+        t.conv(cin, cout, k, ho, wo, groups, bias)
+        t.params += norm_params(norm, cout)
         return ho, wo
 
     def cost(self, h: int, w: int) -> tuple[C.Cost, int, int]:
