@@ -56,7 +56,8 @@ def measured(name: str) -> list[str]:
              f"`{r['command']}`, run on {r['date']} (commit {r['commit']}; {r['machine']}): "
              f"{r['trials_trained']} trials trained in {_minutes(r['trials_span_s'])} from the first start to the "
              f"last finish; the search command took {_minutes(r['search_wall_s'])}. "
-             "Recorded by `docs/measure_study.py`, which fixes the rules of the verdicts below before any run.", "",
+             "Recorded by `docs/measure_study.py`; its docstring gives the rules of the verdicts below, fixed in "
+             "advance and the same for every study.", "",
              f"| {r['group_by'] or 'variant'} | completed | diverged | best error | median error | params | "
              "eval − train error (best run) |", "|---|---:|---:|---:|---:|---:|---:|"]
     gen = r.get("generalization", {})

@@ -29,6 +29,9 @@ def test_better_needs_both_best_and_median_by_the_margin():
     assert check(report(c=[0.12, 0.13, 0.14], p=[0.10, 0.20, 0.30]))[0] == "inconclusive"
     # within the margin (0.5 points) is not a difference
     assert check(report(c=[0.100, 0.120], p=[0.103, 0.123]))[0] == "inconclusive"
+    # one run each: no spread to judge a difference by
+    verdict, figures = check(report(c=[0.10], p=[0.30]))
+    assert verdict == "inconclusive" and "fewer than 2 runs of c, p" in figures
     verdict, figures = check(report(c=[0.1]))
     assert verdict == "inconclusive" and "no completed run of p" in figures
 
