@@ -158,8 +158,8 @@ CLAIMS: dict[str, list[Claim]] = {
     "vitc-edf-adamw": [Claim("With AdamW, ViT_C's error distribution lies left of ViT_P's at equal flops "
                              "(Early Convolutions, Fig. 3): ViT_C has lower best and median error.",
                              Better("vit_c-1gf", "vit_p-1gf"))],
-    "vitc-edf-sgd": [Claim("With SGD the gap widens: ViT_P trains poorly with SGD, ViT_C nearly as well as "
-                           "with AdamW (Early Convolutions, Fig. 3 and 4): ViT_C has lower best and median error.",
+    "vitc-edf-sgd": [Claim("With SGD, ViT_P trains poorly while ViT_C still trains well at good settings (Early "
+                           "Convolutions, Fig. 3 and 4): ViT_C has lower best and median error.",
                            Better("vit_c-1gf", "vit_p-1gf"))],
     "coatnet-layouts": [
         Claim("Generalization (CoAtNet, Fig. 1): C-C-C-C ≈ C-C-C-T ≥ C-C-T-T > C-T-T-T ≫ VIT_REL, i.e. the "
