@@ -247,12 +247,13 @@ def measure(name: str, scale: str, workers: int | None, runs: Path, records: Pat
     return record
 
 
-def rejudge(name: str, records: Path) -> dict[str, Any]:
+def rejudge(name: str, runs: Path, records: Path) -> dict[str, Any]:
     """Judge a record's claims again from its run's report (after a claim or rule changed),
-    keeping what the run measured: its command, date and times."""
+    keeping what the run measured: its command, date and times. The run is where
+    :func:`measure` put it: ``runs/NAME-SCALE``."""
     path = records / f"{name}.json"
     record = json.loads(path.read_text())
-    run_dir = ROOT / record["command"].split("--out ")[1].split()[0]
+    run_dir = runs / f"{name}-{record['scale']}"
     reported = run([str(Path(sys.executable).with_name("archspace")), "report", str(run_dir), "--format", "json"])
     if reported.returncode != 0:
         raise SystemExit(f"{name}: the report exited {reported.returncode}")
@@ -280,7 +281,7 @@ def main() -> int:
         ap.error("name a study or pass --all")
     for name in names:
         if args.rejudge:
-            rejudge(name, args.records)
+            rejudge(name, args.runs, args.records)
         else:
             measure(name, args.scale, args.workers, args.runs, args.records)
     return 0
