@@ -75,18 +75,20 @@ def plot_scatters(panels: Mapping[str, Mapping[str, Scatter]], path: Path, *, ti
 
 
 def plot_generalization(points: Mapping[str, Mapping[str, float]], path: Path, *, title: str) -> Path:
-    """Final train loss against eval error, one labelled point per layout (CoAtNet Figure 1)."""
+    """Final train loss against eval error, one point per layout (CoAtNet Figure 1), named by
+    the legend (labels beside the points overlap where layouts land close together)."""
+    import textwrap
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     colors = _colors(points)
     for variant, p in sorted(points.items()):
-        ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=colors[variant], label=variant)
-        ax.annotate(variant, (p["train_loss"], 100 * p["eval_error"]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
+        ax.scatter([p["train_loss"]], [100 * p["eval_error"]], s=60, color=colors[variant], label=variant,
+                   edgecolor="black", linewidth=0.5, alpha=0.85)
     ax.margins(0.2)
     ax.set_xlabel("final train loss")
     ax.set_ylabel("eval top-1 error (%)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 55), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
