@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from archspace import compile_network, complexity, load_spec
 from archspace.graph import lower
 from archspace.train import TrainConfig
-from archspace.train.device import DeviceSettings, accelerator, device_settings
+from archspace.train.device import DeviceSettings, accelerator, device_settings, for_network
 from archspace.train.optim import make_optimizer
 
 # Dense peak TFLOPS by device name fragment, for bf16 / fp16 tensor cores and fp32 (no sparsity).
@@ -158,7 +158,9 @@ def archspace_stepper(name: str, size: int, batch: int, device: str) -> tuple[St
     config = TrainConfig(device=device)
     settings = settings_of(config)
     torch.manual_seed(0)
-    model = compile_network(load_spec(name, size=size)).to(settings.device).train()
+    spec = load_spec(name, size=size)
+    model = compile_network(spec).to(settings.device).train()
+    settings = for_network(settings, model, config.channels_last)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     compile_s = None
@@ -166,20 +168,22 @@ def archspace_stepper(name: str, size: int, batch: int, device: str) -> tuple[St
     if settings.compile:
         stepper.forward = torch.compile(model)
         compile_s = stepper.timed(1)  # the first step compiles
-    return stepper, {"settings": settings.as_dict(), "compile_s": compile_s,
+    return stepper, {"settings": settings.as_dict(), "compile_s": compile_s, "drop_path_rate": spec.drop_path.rate,
                      "optimizer": type(stepper.opt).__name__ + (" (fused)" if stepper.opt.defaults.get("fused") else "")}
 
 
-def timm_stepper(arch: str, size: int, batch: int, settings: DeviceSettings) -> Stepper:
-    """timm's model and optimizer as its training script makes them by default (fp32 NCHW on the cpu)."""
+def timm_stepper(arch: str, size: int, batch: int, settings: DeviceSettings, drop_path_rate: float = 0.0) -> Stepper:
+    """timm's model and optimizer as its training script makes them by default (fp32 NCHW on the
+    cpu), with the preset's stochastic depth (timm spreads ``drop_path_rate`` over the blocks as
+    the preset does: linearly, or uniformly for CaiT)."""
     timm = import_timm()
     from timm.optim import create_optimizer_v2
 
     torch.manual_seed(0)
     try:
-        model = timm.create_model(arch, pretrained=False, img_size=size)
+        model = timm.create_model(arch, pretrained=False, img_size=size, drop_path_rate=drop_path_rate)
     except TypeError:  # a convolutional network takes any size and has no img_size
-        model = timm.create_model(arch, pretrained=False)
+        model = timm.create_model(arch, pretrained=False, drop_path_rate=drop_path_rate)
     model = model.to(settings.device).train()
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -197,7 +201,7 @@ def vs_timm(args) -> list[dict]:
             ours, info = archspace_stepper(name, size, batch, args.device)
             # timm at the precision of the comparison; its memory format is its script's default (NCHW)
             theirs = timm_stepper(arch, size, batch, DeviceSettings(ours.settings.device, ours.settings.precision,
-                                                                    False, False))
+                                                                    False, False), info["drop_path_rate"])
             n_ours = sum(p.numel() for p in ours.model.parameters())
             n_theirs = sum(p.numel() for p in theirs.model.parameters())
             # timm's ViT and CaiT keep a position row for the class token (one width more): the

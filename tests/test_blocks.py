@@ -192,6 +192,37 @@ def test_residual_is_shortcut_plus_dropped_scaled_branch(shape, channel_dim, gai
     assert torch.allclose(residual(short, branch, drop, scale), short + branch * gamma, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["transformer-relative", "class-attention", "convnext", "mbconv-conv",
+                                  "bottleneck"])
+def test_drop_path_on_kept_samples_alone_gives_the_masked_values_and_gradients(name):
+    # a branch without batch statistics runs on the kept samples alone; the same draws give the
+    # same logits and gradients as running it on the whole batch and multiplying by the mask
+    model = build(name, drop_path={"rate": 0.5, "schedule": "uniform"}).train()
+    drops = [m for m in model.modules() if isinstance(m, DropPath)]
+    batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    subset = [d.per_sample for d in drops]
+    assert any(subset) != (name in ("mbconv-conv", "bottleneck"))  # their branches hold batch norms
+    assert batch_norm or all(subset)
+    x = torch.randn(8, 3, 32, 32)
+    results = []
+    for on_kept in (True, False):
+        for d, s in zip(drops, subset):
+            d.per_sample = s and on_kept
+        model.zero_grad()
+        torch.manual_seed(5)
+        logits = model(x)
+        logits.logsumexp(-1).sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                          if p.grad is not None}))
+    (a, grads_a), (b, grads_b) = results
+    assert torch.allclose(a, b, atol=1e-5)
+    assert grads_a.keys() == grads_b.keys() == {n for n, _ in model.named_parameters()}
+    for n in grads_a:
+        assert torch.allclose(grads_a[n], grads_b[n], atol=1e-5, rtol=1e-4), n
+    torch.manual_seed(6)
+    assert not torch.allclose(model(x), a)  # other draws drop other samples
+
+
 def test_drop_path_schedule_linear_over_all_blocks():
     model = build("transformer-relative", drop_path={"rate": 0.3, "schedule": "linear"})
     n = sum(st["depth"] for st in BLOCK_SPECS["transformer-relative"]["stages"])
@@ -259,3 +290,27 @@ def test_class_token_stage_with_stride_2_is_rejected():
     with pytest.raises(SpecError) as err:
         lower(s)
     assert any(p.path == "stages[0].stride" for p in err.value.problems)
+
+
+@pytest.mark.parametrize("stride, bias, channels_last, size", [(1, True, False, 9), (1, True, True, 4),
+                                                               (2, False, False, 9), (2, True, True, 8)])
+def test_depthwise_convolution_has_torchs_values_and_gradients(stride, bias, channels_last, size):
+    # the weight gradient as a grouped convolution (DepthwiseConv2d) against nn.Conv2d's own
+    from archspace.layers.modules import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    ours = DepthwiseConv2d(6, 6, 7, stride, 3, groups=6, bias=bias)
+    ref = torch.nn.Conv2d(6, 6, 7, stride, 3, groups=6, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 6, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    assert torch.allclose(ya, yb, atol=1e-6)
+    weights = torch.randn_like(ya)
+    (ya * weights).sum().backward()
+    (yb * weights).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name

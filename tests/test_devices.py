@@ -46,12 +46,26 @@ def test_defaults_follow_the_device():
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
 
 
+def test_networks_with_depthwise_convolutions_train_channels_last_on_the_cpu_unless_set():
+    from archspace import compile_network
+    from archspace.train.device import for_network
+
+    cpu = device_settings("cpu")
+    convnext = compile_network(SPEC)
+    deit = compile_network(load_spec("deit-s", size=32))
+    assert for_network(cpu, convnext, None).channels_last
+    assert not for_network(cpu, deit, None).channels_last  # no depthwise convolution: no faster
+    assert not for_network(device_settings("cpu", channels_last=False), convnext, False).channels_last
+    assert for_network(device_settings("cpu", channels_last=True), deit, True).channels_last
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fp32_and_bf16_training_on_the_cpu_both_learn(tmp_path, data, precision):
     config = load_config(data="synthetic", epochs=4, batch_size=32, lr=3e-3, precision=precision, seed=0)
     result = train(SPEC, config, tmp_path / precision, data=data)
     assert result.status == "complete"
-    assert result.device == {"device": "cpu", "precision": precision, "channels_last": False, "compile": False,
+    # a ConvNeXt has depthwise convolutions: channels-last on the cpu too (device.for_network)
+    assert result.device == {"device": "cpu", "precision": precision, "channels_last": True, "compile": False,
                              "processes": 1}
     assert result.final["eval_error"] < 0.4  # 4 classes: chance is 0.75
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]

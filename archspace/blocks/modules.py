@@ -25,7 +25,8 @@ from ..layers.modules import (
     drop_path,
     layer_scale,
     map_norm,
-    residual,
+    per_sample,
+    residual_branch,
     token_norm,
 )
 from ..spec import ClassAttentionStage, HeadSpec
@@ -63,11 +64,14 @@ class BottleneckBlock(nn.Module):
         self.shortcut = short.build() if short is not None else nn.Identity()
         self.convs = nn.Sequential(*(u.build() for u in plan.units))
         self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
-        self.drop_path = drop_path(drop)
+        self.drop_path = drop_path(drop, per_sample(self.convs))
         self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
 
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(residual(self.shortcut(x), self.convs(x), self.drop_path, self.layer_scale))
+        return self.act(residual_branch(self.shortcut(x), x, self.branch, self.drop_path, self.layer_scale))
 
 
 class PointwiseTailBlock(BottleneckBlock):
@@ -84,13 +88,13 @@ class PointwiseTailBlock(BottleneckBlock):
         return (first.norm == "layernorm" and bool(rest) and all(
             u.kernel == 1 and u.stride == 1 and u.groups == 1 and u.pad == 0 and u.norm == "none" for u in rest))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm, first_act = self.convs[0]
         y = conv(x).permute(0, 2, 3, 1)
         y = first_act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
         for pointwise, _, unit_act in self.convs[1:]:
             y = unit_act(F.linear(y, pointwise.weight.flatten(1), pointwise.bias))
-        return self.act(residual(self.shortcut(x), y.permute(0, 3, 1, 2), self.drop_path, self.layer_scale))
+        return y.permute(0, 3, 1, 2)
 
 
 def bottleneck_block(plan: BottleneckPlan, drop: float) -> BottleneckBlock:
@@ -115,11 +119,13 @@ class MBConvBlock(nn.Module):
         self.dw = dw.build()
         self.se = SqueezeExcite(plan.mid, plan.reduced) if plan.reduced else nn.Identity()
         self.project = project.build()
-        self.drop_path = drop_path(drop)
+        self.drop_path = drop_path(drop, per_sample(self.norm, self.expand, self.dw, self.se, self.project))
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.se(self.dw(self.expand(self.norm(x)))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = self.project(self.se(self.dw(self.expand(self.norm(x)))))
-        return residual(self.shortcut(x), branch, self.drop_path)
+        return residual_branch(self.shortcut(x), x, self.branch, self.drop_path)
 
 
 # --- transformer stages -----------------------------------------------------------------
@@ -158,16 +164,22 @@ class TransformerBlock(nn.Module):
         self.norm2 = token_norm(s.norm, plan.cout)
         self.mlp = Mlp(plan.cout, plan.hidden, s.act)
         self.ls2 = layer_scale(plan.cout, s.layer_scale)
-        self.drop_path = drop_path(drop)
+        self.drop_path = drop_path(drop, per_sample(self.norm1, self.attn, self.norm2, self.mlp))
 
     def out_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return (size[0] // self.stride, size[1] // self.stride)
 
+    def mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm2(x))
+
     def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
         out = self.out_size(size)
-        y = self.pool(self.norm1(x), size)
-        x = residual(self.shortcut(self.pool(x, size)), self.attn(y, out, prefix), self.drop_path, self.ls1)
-        return residual(x, self.mlp(self.norm2(x)), self.drop_path, self.ls2)
+
+        def attention(t: torch.Tensor) -> torch.Tensor:
+            return self.attn(self.pool(self.norm1(t), size), out, prefix)
+
+        x = residual_branch(self.shortcut(self.pool(x, size)), x, attention, self.drop_path, self.ls1)
+        return residual_branch(x, x, self.mlp_branch, self.drop_path, self.ls2)
 
 
 class TransformerStageModule(nn.Module):
@@ -209,12 +221,19 @@ class ClassAttentionBlock(nn.Module):
         self.norm2 = token_norm(spec.norm, dim)
         self.mlp = Mlp(dim, max(1, round(dim * spec.mlp_ratio)), spec.act)
         self.ls2 = layer_scale(dim, spec.layer_scale)
-        self.drop_path = drop_path(drop)
+        self.drop_path = drop_path(drop, per_sample(self.norm1, self.attn, self.norm2, self.mlp))
+
+    def mlp_branch(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm2(cls))
 
     def forward(self, cls: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        z = self.norm1(torch.cat([cls, patches], dim=1))
-        cls = residual(cls, self.attn(z, cls.shape[1]), self.drop_path, self.ls1)
-        return residual(cls, self.mlp(self.norm2(cls)), self.drop_path, self.ls2)
+        n = cls.shape[1]
+
+        def attention(tokens: torch.Tensor) -> torch.Tensor:
+            return self.attn(self.norm1(tokens), n)
+
+        cls = residual_branch(cls, torch.cat([cls, patches], dim=1), attention, self.drop_path, self.ls1)
+        return residual_branch(cls, cls, self.mlp_branch, self.drop_path, self.ls2)
 
 
 class ClassAttentionStageModule(nn.Module):

@@ -76,38 +76,118 @@ def act(name: str) -> nn.Module:
 # --- common layers ----------------------------------------------------------------------
 
 
+class _DepthwiseConv(torch.autograd.Function):
+    """A depthwise convolution whose weight gradient is a grouped convolution: each (sample,
+    channel) plane of the input convolved with its plane of the output gradient (dilated by the
+    stride), summed over the batch. The forward pass and the input gradient are torch's own."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias, ctx.stride, ctx.padding = bias is not None, stride, padding
+        return F.conv2d(x, weight, bias, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        channels, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, [1, 1],
+                                                         False, [0, 0], channels, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            b, _, h, w = x.shape
+            planes = x.transpose(0, 1).reshape(1, channels * b, h, w)
+            kernels = grad.transpose(0, 1).reshape(channels * b, 1, grad.shape[2], grad.shape[3])
+            grad_w = F.conv2d(planes, kernels, None, 1, ctx.padding, ctx.stride, channels * b)[..., :kh, :kw]
+            grad_w = grad_w.reshape(channels, b, kh, kw).sum(1, keepdim=True)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with ``groups`` = channels and a large kernel (ConvNeXt's 7×7), the same
+    parameters and function. On the cpu torch's weight gradient for such a convolution is slow
+    (tens of ms for a 4×4 map of 384 channels, 40× its forward pass, a quarter or more of a
+    ConvNeXt training step); here it is a grouped convolution (:class:`_DepthwiseConv`), 1.5–5×
+    faster. Elsewhere (an accelerator, autocast, ``torch.compile``, no gradient) torch's own
+    path runs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
+                or torch.compiler.is_compiling()):
+            return super().forward(x)
+        return _DepthwiseConv.apply(x, self.weight, self.bias, list(self.stride), list(self.padding))
+
+
+def conv_class(unit: ConvUnit) -> type[nn.Conv2d]:
+    """:class:`DepthwiseConv2d` for a depthwise convolution with a kernel of 5 or more (where
+    its weight gradient is faster; for 3×3 torch's own is), else ``nn.Conv2d``."""
+    depthwise = unit.groups > 1 and unit.groups == unit.cin == unit.cout and unit.kernel >= 5
+    return DepthwiseConv2d if depthwise else nn.Conv2d
+
+
 class ConvNormAct(nn.Sequential):
     """Conv2d → norm → activation, from a :class:`ConvUnit`."""
 
     def __init__(self, unit: ConvUnit):
         super().__init__(
-            nn.Conv2d(unit.cin, unit.cout, unit.kernel, unit.stride, unit.pad, groups=unit.groups, bias=unit.bias),
+            conv_class(unit)(unit.cin, unit.cout, unit.kernel, unit.stride, unit.pad, groups=unit.groups,
+                             bias=unit.bias),
             map_norm(unit.norm, unit.cout),
             act(unit.act),
         )
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch of a sample with probability ``rate``."""
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``rate``.
 
-    def __init__(self, rate: float):
+    ``per_sample`` says the branch computes each sample on its own (no batch statistics): then
+    :func:`residual_branch` runs the branch on the kept samples alone, saving the dropped
+    samples' share of its compute (``rate`` of it on average) instead of computing them to
+    multiply them by zero. The kept samples, the values and the gradients are the same either
+    way; the keep draw is made on the cpu (a count known there, no wait on an accelerator).
+    """
+
+    def __init__(self, rate: float, per_sample: bool = False):
         super().__init__()
         self.rate = rate
+        self.per_sample = per_sample
+
+    def draw(self, batch: int) -> torch.Tensor:
+        """Each sample's keep draw (1 kept, 0 dropped), on the cpu."""
+        return torch.empty(batch).bernoulli_(1.0 - self.rate)
 
     def factor(self, x: torch.Tensor) -> torch.Tensor | None:
         """The per-sample factor (0 or ``1 / keep``, shaped to broadcast over ``x``) that drops
         and rescales ``x``'s samples, or ``None`` where nothing is dropped (eval, rate 0)."""
         if not self.training or self.rate == 0.0:
             return None
-        keep = 1.0 - self.rate
-        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+        keep = self.draw(x.shape[0]).div_(1.0 - self.rate)
+        return keep.to(x.device, x.dtype, non_blocking=True).view((x.shape[0],) + (1,) * (x.ndim - 1))
+
+    def kept(self, x: torch.Tensor) -> tuple[torch.Tensor | None, float] | None:
+        """For :func:`residual_branch`: the indices of the kept samples of ``x`` (``None``: all
+        kept) and the rescaling ``1 / keep``; ``None`` where the branch must run on the whole
+        batch (eval, rate 0, a branch with batch statistics, under ``torch.compile``, or every
+        sample dropped: an empty branch would leave its parameters out of the step)."""
+        if not (self.training and self.per_sample and self.rate > 0.0) or torch.compiler.is_compiling():
+            return None
+        mask = self.draw(x.shape[0]).bool()
+        n = int(mask.sum())
+        if n == 0:
+            return None
+        index = None if n == x.shape[0] else mask.nonzero().squeeze(1).to(x.device, non_blocking=True)
+        return index, 1.0 / (1.0 - self.rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.factor(x)
         return x if f is None else x * f
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate:.3f}"
+        return f"rate={self.rate:.3f}" + (", per_sample" if self.per_sample else "")
 
 
 class NoScale(nn.Identity):
@@ -116,9 +196,17 @@ class NoScale(nn.Identity):
     def factor(self, x: torch.Tensor) -> None:
         return None
 
+    def kept(self, x: torch.Tensor) -> None:
+        return None
 
-def drop_path(rate: float) -> nn.Module:
-    return DropPath(rate) if rate > 0 else NoScale()
+
+def drop_path(rate: float, per_sample: bool = False) -> nn.Module:
+    return DropPath(rate, per_sample) if rate > 0 else NoScale()
+
+
+def per_sample(*modules: nn.Module) -> bool:
+    """Whether ``modules`` compute each sample on its own in training (no batch norm)."""
+    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules for m in module.modules())
 
 
 class LayerScale(nn.Module):
@@ -151,6 +239,28 @@ def residual(shortcut: torch.Tensor, branch: torch.Tensor, drop: nn.Module, scal
     gains, keep = None if scale is None else scale.factor(branch), drop.factor(branch)
     factor = keep if gains is None else (gains if keep is None else gains * keep)
     return shortcut + branch if factor is None else torch.addcmul(shortcut, branch, factor)
+
+
+def residual_branch(shortcut: torch.Tensor, x: torch.Tensor, branch, drop: nn.Module,
+                    scale: nn.Module | None = None) -> torch.Tensor:
+    """``residual(shortcut, branch(x), drop, scale)``, with the branch run on the samples the
+    drop path keeps (see :meth:`DropPath.kept`) and added back at their rows; the dropped
+    samples are the shortcut alone, as they would be."""
+    kept = drop.kept(x)
+    if kept is None:
+        return residual(shortcut, branch(x), drop, scale)
+    index, alpha = kept
+    y = branch(x if index is None else x[index])  # indexing keeps a channels-last map channels-last
+    gains = None if scale is None else scale.factor(y)
+    if gains is not None:
+        y = y * gains
+    if index is None:
+        return torch.add(shortcut, y, alpha=alpha)
+    # the sum in the branch's memory format, as ``shortcut + y`` would be: a channels-last
+    # branch keeps the next block's convolutions on their channels-last kernels
+    channels_last = y.ndim == 4 and not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last)
+    out = shortcut.clone(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return out.index_add_(0, index, y, alpha=alpha)
 
 
 class Mlp(nn.Module):

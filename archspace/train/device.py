@@ -9,7 +9,7 @@ exercise bf16 autocast, channels-last and ``torch.compile``) and on any accelera
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -83,7 +83,8 @@ class DeviceSettings:
 def device_settings(device: str = "auto", precision: str | None = None, channels_last: bool | None = None,
                     compile: bool = False) -> DeviceSettings:
     """Resolve a recipe's device settings: ``precision`` defaults to bf16 on an accelerator and
-    fp32 on the CPU, ``channels_last`` to on for an accelerator.
+    fp32 on the CPU, ``channels_last`` to on for an accelerator (and on the CPU for networks
+    with depthwise convolutions: :func:`for_network`).
 
     Raises:
         SpecError: one line per bad setting (``train.device``, ``train.precision``).
@@ -104,4 +105,16 @@ def device_settings(device: str = "auto", precision: str | None = None, channels
     return DeviceSettings(resolved, precision, bool(channels_last), bool(compile))
 
 
-__all__ = ["DTYPES", "DeviceSettings", "accelerator", "device_settings", "resolve_device"]
+def for_network(settings: DeviceSettings, model: torch.nn.Module, channels_last: bool | None) -> DeviceSettings:
+    """``settings`` for this network: where the recipe leaves ``channels_last`` unset, a network
+    with depthwise convolutions trains channels-last on the cpu too. Torch's cpu kernels for a
+    depthwise convolution's backward pass are several times faster channels-last; CoAtNet's
+    training step measured 1.15-1.18x faster at 64 and 224 px (``benchmarks/train_throughput.py``),
+    networks without them no faster (ResNet-50 1.05x / 0.97x, DeiT 0.99x)."""
+    if channels_last is not None or settings.channels_last or settings.device.type != "cpu":
+        return settings
+    depthwise = any(isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
+    return replace(settings, channels_last=depthwise)
+
+
+__all__ = ["DTYPES", "DeviceSettings", "accelerator", "device_settings", "for_network", "resolve_device"]

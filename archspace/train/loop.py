@@ -36,7 +36,7 @@ from ..spec import NetworkSpec, dump_spec
 from .checkpoint import (CheckpointError, append_jsonl, load_checkpoint, remove_temp_files, save_checkpoint,
                          write_json, write_jsonl, write_text)
 from .config import TrainConfig, check_batch
-from .device import DeviceSettings, device_settings
+from .device import DeviceSettings, device_settings, for_network
 from .distributed import barrier, from_main, gather, ranks_from_env, start as start_ranks, sum_over_ranks
 from .optim import lr_at, make_optimizer
 from .rundir import (RUN_FILES, check_free, check_same_run, clear_run, describe_run, json_lines, read_or_none,
@@ -142,6 +142,7 @@ class Trainer:
 
             self.init_notes = import_weights(model, init, source=init_from).notes
         self.model = model.to(self.device)
+        self.settings = settings = for_network(settings, model, config.channels_last)
         if self.settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.wrapped = self.model
