@@ -8,8 +8,8 @@ from an Optuna study in a SQLite file and split into
               complexity matching, analytic cost, hashing
   storage     what the Optuna backend writes per trial: the record's attributes in three
               transactions (owner/key/cost; claim/spec/recipe/versions; history/status: see
-              ``optuna_backend.set_user_attrs``; the epochs' values go in with the last, as without a
-              pruner), ``tell``
+              ``optuna_backend.set_user_attrs``), one ``report`` per epoch (the quickstart's
+              epochs), ``tell``
   scans       the backend's per-trial reads of the study: duplicate check and budget claim (one
               read), trained count, and the live view's summary (they grow with the study)
   gc          the ``gc.collect()`` that ``optimize(gc_after_trial=True)`` would run after each
@@ -150,9 +150,10 @@ def components(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
         ob.set_user_attrs(trial, claimed=True, spec=point.spec.model_dump(mode="json", exclude_none=True),
                           train=point.train.model_dump(mode="json"), seed=point.train.seed, versions=versions,
                           run_dir=out)
-        history = _fake_history(QUICKSTART_EPOCHS)  # without a pruner, the values go in with the record
-        ob.set_user_attrs(trial, {row["epoch"]: row["eval_error"] for row in history}, history=history,
-                          final_status="complete",
+        history = _fake_history(QUICKSTART_EPOCHS)
+        for row in history:  # each epoch's value as it comes (live progress in the store, pruners)
+            trial.report(row["eval_error"], row["epoch"])
+        ob.set_user_attrs(trial, history=history, final_status="complete",
                           **{k: history[-1][k] for k in ("train_loss", "train_error", "eval_error")}, status="complete")
         study.tell(trial, 0.5)
         rows["storage"].append(1e3 * (time.perf_counter() - t0))

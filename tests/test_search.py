@@ -228,25 +228,6 @@ def test_raising_the_budget_trains_a_new_point(finished_tiny, tmp_path):
 # --------------------------------------------------------------------------- (2) SIGKILL mid-run, re-run
 
 
-def epochs_done(trial) -> int:
-    """Epochs a running trial has finished: lines in its run's metrics file (without a pruner,
-    the epochs' values reach the store with the trial's record, at its end)."""
-    metrics = Path(trial.user_attrs.get("run_dir", "")) / "metrics.jsonl"
-    try:
-        return metrics.read_text().count("\n")
-    except OSError:
-        return 0
-
-
-def test_without_a_pruner_every_epochs_value_is_stored_with_the_record(finished_tiny):
-    src, _ = finished_tiny
-    study = load(sqlite_url(src / "out" / "study.db"))
-    assert trained(study)
-    for t in trained(study):
-        epochs = [h["epoch"] for h in t.user_attrs["history"]]
-        assert epochs and t.intermediate_values == {h["epoch"]: h["eval_error"] for h in t.user_attrs["history"]}
-
-
 def test_kill_9_mid_search_then_rerun_finishes_the_budget(tmp_path):
     # Five epochs a trial: the window "one trial complete, the next one training" lasts several
     # epochs, so the watcher sees it even on a loaded machine (three were once too few).
@@ -264,7 +245,7 @@ def test_kill_9_mid_search_then_rerun_finishes_the_budget(tmp_path):
             except Exception:  # not created yet, or the writer holds the lock
                 continue
             running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("claimed")
-                       and epochs_done(t)]  # training, at least one epoch finished
+                       and t.intermediate_values]  # training, at least one epoch reported
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete and running:
                 snapshot = trials

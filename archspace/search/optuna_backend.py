@@ -255,47 +255,35 @@ def open_storage(url: str) -> RDBStorage:
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
 
 
-def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
-                         intermediate: dict[int, float] | None = None) -> None:
+def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
     """Write several user attributes of a running trial in one storage transaction (Optuna's
-    ``set_trial_user_attr`` commits each on its own: ~5 ms apiece on SQLite), with the
-    ``intermediate`` values by step (``trial.report``'s, also one commit each) in the same one.
-    All or none are written; a finished trial raises
-    :class:`optuna.exceptions.UpdateFinishedTrialError`, as ``set_trial_user_attr`` does.
-    Storages other than Optuna's RDB one get one call per key and step."""
-    intermediate = intermediate or {}
-    if not attrs and not intermediate:
+    ``set_trial_user_attr`` commits each on its own: ~5 ms apiece on SQLite). All or none are
+    written; a finished trial raises :class:`optuna.exceptions.UpdateFinishedTrialError`, as
+    ``set_trial_user_attr`` does. Storages other than Optuna's RDB one get one call per key."""
+    if not attrs:
         return
     backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps the RDBStorage
     dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
-
-    def one_by_one() -> None:
-        for step, value in intermediate.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-
     if dialect not in ("sqlite", "postgresql", "mysql") or (dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24)):
-        return one_by_one()  # no upsert statement: as Optuna does it
+        for key, value in attrs.items():  # no upsert statement: as Optuna does it
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
     try:  # Optuna's own tables and session helper (private): where they moved, one call per key
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
         from sqlalchemy.dialects import mysql, postgresql, sqlite
 
         models.TrialUserAttributeModel, models.TrialModel.find_or_raise_by_id, backend.check_trial_is_updatable
-        backend._set_trial_intermediate_value_without_commit
     except (ImportError, AttributeError):
-        return one_by_one()
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        return
 
     model = models.TrialUserAttributeModel
     rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
     with _create_scoped_session(backend.scoped_session, True) as session:
         state = models.TrialModel.find_or_raise_by_id(trial_id, session).state
         backend.check_trial_is_updatable(trial_id, state)
-        for step, value in intermediate.items():
-            backend._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-        if not rows:
-            return
         if dialect == "mysql":
             stmt = mysql.insert(model).values(rows)
             stmt = stmt.on_duplicate_key_update(value_json=stmt.inserted.value_json)
@@ -306,14 +294,11 @@ def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
         session.execute(stmt)
 
 
-def set_user_attrs(trial: optuna.trial.Trial, intermediate: dict[int, float] | None = None, **attrs: Any) -> None:
-    """``trial.set_user_attr`` for several keys, and ``trial.report`` for the ``intermediate``
-    values by step, in one storage transaction (see :func:`set_trial_user_attrs`); the trial's
-    own view of its attributes and values is updated too."""
-    set_trial_user_attrs(trial.storage, trial._trial_id, attrs, intermediate)
+def set_user_attrs(trial: optuna.trial.Trial, **attrs: Any) -> None:
+    """``trial.set_user_attr`` for several keys in one storage transaction (see
+    :func:`set_trial_user_attrs`); the trial's own view of its attributes is updated too."""
+    set_trial_user_attrs(trial.storage, trial._trial_id, attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)
-    if intermediate:
-        trial._cached_frozen_trial.intermediate_values.update(intermediate)
 
 
 def check_reachable(url: str) -> None:
@@ -558,16 +543,13 @@ def make_objective(study: Study, run_dir: Path, budget: int,
                train=point.train.model_dump(mode="json"), seed=point.train.seed, versions=run_versions,
                run_dir=str(out))
         single = len(study.spec.objectives) == 1
-        # a pruner reads each epoch's value from the store as it comes; without one, the values
-        # go in with the trial's record, in its one last transaction (a commit per epoch saved)
-        per_epoch = single and study.spec.pruner.kind != "none"
         reported: set[int] = set()
 
         def report(row: dict) -> bool:
             reported.add(row["epoch"])
             if on_epoch is not None:
                 on_epoch(trial.number, row)
-            if per_epoch:
+            if single:
                 trial.report(row["eval_error"], row["epoch"])
                 return trial.should_prune()
             return False
@@ -582,21 +564,21 @@ def make_objective(study: Study, run_dir: Path, budget: int,
             raise RuntimeError(f"trial {trial.number} trained {result.params:,} params but recorded "
                                f"{point.cost['params']:,}: the trained network is not the resolved point")
         restored = [row for row in result.history if row["epoch"] not in reported]  # from the checkpoint
-        stored = trial._cached_frozen_trial.intermediate_values
-        unstored = {row["epoch"]: row["eval_error"] for row in result.history
-                    if single and row["epoch"] not in stored and row.get("eval_error") is not None}
+        if single:
+            for row in restored:
+                trial.report(row["eval_error"], row["epoch"])
         record: dict[str, Any] = {"resumed_after_epoch": len(restored)} if resumed_dir else {}
         record.update(history=result.history, final_status=result.status)
         final = result.final
         if final:
             record.update({k: final[k] for k in ("train_loss", "train_error", "eval_error")})
         if result.status == "diverged":
-            set_user_attrs(trial, unstored, **record, status="diverged", diverged_epoch=result.diverged_epoch)
+            set_user_attrs(trial, **record, status="diverged", diverged_epoch=result.diverged_epoch)
             return objective_values(study, 1.0, point)  # a diverged run counts as 100% error
         if result.status == "pruned":
-            set_user_attrs(trial, unstored, **record, status="pruned")
+            set_user_attrs(trial, **record, status="pruned")
             raise optuna.TrialPruned()
-        set_user_attrs(trial, unstored, **record, status="complete")
+        set_user_attrs(trial, **record, status="complete")
         return objective_values(study, final["eval_error"], point)
 
     return objective
