@@ -223,6 +223,25 @@ def test_drop_path_on_kept_samples_alone_gives_the_masked_values_and_gradients(n
     assert not torch.allclose(model(x), a)  # other draws drop other samples
 
 
+@pytest.mark.parametrize("name", ["transformer-relative", "class-attention", "convnext"])
+def test_drop_path_on_kept_samples_under_bf16_autocast(name):
+    # an accelerator's default precision: a bf16 branch added back onto the fp32 stream
+    model = build(name, drop_path={"rate": 0.5, "schedule": "uniform"}).train()
+    drops = [m for m in model.modules() if isinstance(m, DropPath)]
+    x = torch.randn(8, 3, 32, 32)
+    outs = []
+    for on_kept in (True, False):
+        for d in drops:
+            d.per_sample = on_kept
+        torch.manual_seed(5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+        logits.float().logsumexp(-1).sum().backward()
+        outs.append(logits.float().detach())
+    assert torch.isfinite(outs[0]).all()
+    assert torch.allclose(outs[0], outs[1], atol=0.1, rtol=0.05)
+
+
 def test_drop_path_schedule_linear_over_all_blocks():
     model = build("transformer-relative", drop_path={"rate": 0.3, "schedule": "linear"})
     n = sum(st["depth"] for st in BLOCK_SPECS["transformer-relative"]["stages"])

@@ -256,11 +256,13 @@ def residual_branch(shortcut: torch.Tensor, x: torch.Tensor, branch, drop: nn.Mo
         y = y * gains
     if index is None:
         return torch.add(shortcut, y, alpha=alpha)
-    # the sum in the branch's memory format, as ``shortcut + y`` would be: a channels-last
-    # branch keeps the next block's convolutions on their channels-last kernels
+    # the sum in the branch's memory format, as ``shortcut + y`` would be (a channels-last
+    # branch keeps the next block's convolutions on their channels-last kernels), and in the
+    # promoted dtype (under autocast, a bf16 branch on an fp32 stream gives fp32, as ``+`` does)
     channels_last = y.ndim == 4 and not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last)
-    out = shortcut.clone(memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    return out.index_add_(0, index, y, alpha=alpha)
+    dtype = torch.promote_types(shortcut.dtype, y.dtype)
+    out = shortcut.to(dtype).clone(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    return out.index_add_(0, index, y.to(dtype), alpha=alpha)
 
 
 class Mlp(nn.Module):
