@@ -73,8 +73,10 @@ TIMM_NAMES = {"coatnet-0": "coatnet_0_224", "convnext-t": "convnext_tiny", "resn
 
 
 def step_rate(model: torch.nn.Module, size: int, batch: int, settings: DeviceSettings, steps: int, warmup: int,
-              compiled: bool = False) -> float:
-    """Images/s of the trainer's step: autocast forward, scaled backward, optimizer step."""
+              compiled: bool = False, channels_last: bool | None = None) -> float:
+    """Images/s of the trainer's step: autocast forward, scaled backward, optimizer step, in the
+    memory format the trainer picks for this network (``channels_last``: the recipe's setting)."""
+    settings = for_network(settings, model, channels_last)
     device = settings.device
     model.to(device).train()
     if settings.channels_last:
@@ -281,23 +283,28 @@ def main() -> None:
             train_flops = 6 * complexity(lower(spec))["flops"]  # 3 passes x 2 FLOPs per multiply-add
             torch.manual_seed(0)
             model = compile_network(spec)
-            row = {"preset": name, "size": size, "batch": batch, "device": str(device), "precision": settings.precision}
-            row["images_per_s"] = step_rate(model, size, batch, settings, args.steps, args.warmup)
+            row = {"preset": name, "size": size, "batch": batch, "device": str(device), "precision": settings.precision,
+                   "channels_last": for_network(settings, model, args.channels_last).channels_last}
+            row["images_per_s"] = step_rate(model, size, batch, settings, args.steps, args.warmup,
+                                            channels_last=args.channels_last)
             if args.compile:
                 row["images_per_s_compiled"] = step_rate(model, size, batch, settings, args.steps, args.warmup + 2,
-                                                         compiled=True)
+                                                         compiled=True, channels_last=args.channels_last)
             if peak:
                 best = max(row["images_per_s"], row.get("images_per_s_compiled", 0.0))
                 row["mfu"] = best * train_flops / (peak * 1e12)
             ref = timm_model(name) if size == 224 else None
             if ref is not None:
-                row["timm_images_per_s"] = step_rate(ref, size, batch, settings, args.steps, args.warmup)
+                row["timm_images_per_s"] = step_rate(ref, size, batch, settings, args.steps, args.warmup,
+                                                     channels_last=settings.channels_last)  # timm: its script's format
                 row["ratio_to_timm"] = row["images_per_s"] / row["timm_images_per_s"]
             rows.append(row)
             if not args.json:
                 extra = "".join(f"  {k}={v:.3f}" if k == "mfu" else f"  {k}={v:.1f}" for k, v in row.items()
-                                if k not in ("preset", "size", "batch", "device", "precision", "images_per_s"))
-                print(f"{name:12s} {size:4d}px batch {batch:4d}: {row['images_per_s']:9.1f} img/s{extra}", flush=True)
+                                if k not in ("preset", "size", "batch", "device", "precision", "images_per_s",
+                                             "channels_last"))
+                print(f"{name:12s} {size:4d}px batch {batch:4d}{' channels-last' if row['channels_last'] else ''}: "
+                      f"{row['images_per_s']:9.1f} img/s{extra}", flush=True)
             del model
     if args.json:
         print(json.dumps(rows))

@@ -261,7 +261,8 @@ def residual_branch(shortcut: torch.Tensor, x: torch.Tensor, branch, drop: nn.Mo
     # promoted dtype (under autocast, a bf16 branch on an fp32 stream gives fp32, as ``+`` does)
     channels_last = y.ndim == 4 and not y.is_contiguous() and y.is_contiguous(memory_format=torch.channels_last)
     dtype = torch.promote_types(shortcut.dtype, y.dtype)
-    out = shortcut.to(dtype).clone(memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    out = shortcut.to(dtype=dtype, memory_format=torch.channels_last if channels_last else torch.preserve_format,
+                      copy=True)
     return out.index_add_(0, index, y.to(dtype), alpha=alpha)
 
 

@@ -142,7 +142,7 @@ class Trainer:
 
             self.init_notes = import_weights(model, init, source=init_from).notes
         self.model = model.to(self.device)
-        self.settings = settings = for_network(settings, model, config.channels_last)
+        self.settings = for_network(settings, model, config.channels_last)
         if self.settings.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.wrapped = self.model
