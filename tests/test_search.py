@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -166,7 +167,14 @@ def test_search_trains_records_and_resumes(finished_tiny, tmp_path):
     assert first["rc"] == 0, first["stderr"]
     summary = json.loads(first["stdout"])
     assert summary["counts"] == {"complete": 3}, summary["counts"]
+    # the store archspace made runs in write-ahead-log mode; the finished search left it whole in one file
+    assert sorted(p.name for p in (Path(src) / "out").glob("study.db*")) == ["study.db"]
     folder = copy_run(src, tmp_path / "run")
+    con = sqlite3.connect(folder / "out" / "study.db")
+    try:
+        assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+    finally:
+        con.close()
     url = sqlite_url(folder / "out" / "study.db")
     study = load(url)
     done = trained(study)

@@ -75,3 +75,45 @@ def test_processes_opening_one_fresh_store_at_the_same_moment_all_get_it(tmp_pat
             p.join(timeout=60)
         assert outcome == ["ok"] * 4, outcome
         assert optuna.storages.RDBStorage(url).get_all_studies() == []
+
+
+def test_a_store_archspace_makes_is_write_ahead_logged_and_another_keeps_its_mode(tmp_path, monkeypatch):
+    import sqlite3
+
+    from archspace.search.optuna_backend import SQLITE_WAL_ENV, close_storage, open_storage
+
+    def mode(path: Path) -> str:
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("pragma journal_mode").fetchone()[0]
+        finally:
+            con.close()
+
+    def synchronous(storage) -> int:
+        with storage.engine.connect() as con:
+            return con.exec_driver_sql("pragma synchronous").scalar()
+
+    monkeypatch.delenv(SQLITE_WAL_ENV, raising=False)
+    ours = tmp_path / "ours" / "study.db"
+    ours.parent.mkdir()
+    storage = open_storage(sqlite_url(ours))
+    optuna.create_study(storage=storage, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert mode(ours) == "wal" and synchronous(storage) == 1          # NORMAL: synced at checkpoints
+    assert (ours.parent / "study.db-wal").exists()                    # recent commits live in the log ...
+    close_storage(storage)
+    assert sorted(p.name for p in ours.parent.iterdir()) == ["study.db"]  # ... until the last connection closes
+    assert len(optuna.load_study(study_name="s", storage=sqlite_url(ours)).trials) == 2
+
+    theirs = tmp_path / "theirs.db"                                   # a store made by Optuna itself
+    optuna.create_study(storage=sqlite_url(theirs), study_name="s")
+    storage = open_storage(sqlite_url(theirs))
+    assert mode(theirs) == "delete" and synchronous(storage) == 2     # its mode and full syncs, as made
+    close_storage(storage)
+
+    monkeypatch.setenv(SQLITE_WAL_ENV, "0")                           # e.g. on a network file system
+    off = tmp_path / "off.db"
+    close_storage(open_storage(sqlite_url(off)))
+    assert mode(off) == "delete"
+    monkeypatch.setenv(SQLITE_WAL_ENV, "1")                           # every SQLite store, on request
+    close_storage(open_storage(sqlite_url(theirs)))
+    assert mode(theirs) == "wal"

@@ -188,24 +188,52 @@ def make_pruner(study: Study) -> optuna.pruners.BasePruner:
 
 
 SQLITE_WAL_ENV = "ARCHSPACE_SQLITE_WAL"
-"""Set to ``1`` to run SQLite stores in write-ahead-log mode (see :func:`_sqlite_wal`); off by
-default: the store is then more than its one file (``study.db-wal``, ``study.db-shm`` beside
-it, and commits not yet checkpointed live only in the ``-wal`` file, so copying ``study.db``
-alone can lose trials)."""
+"""Write-ahead-log mode for SQLite stores (see :func:`_sqlite_pragmas`). Unset: a store file
+that archspace creates is made in WAL mode, and a store already in WAL mode stays so; a store
+file that exists in another mode is left in it. ``1``: every SQLite store is switched to WAL.
+``0``: no store is (for a store on a network file system, where WAL cannot work)."""
 
 
-def _sqlite_wal(dbapi_connection, _record) -> None:
-    """SQLite in write-ahead-log mode, synced at checkpoints: a commit costs ~1.5 ms instead of
-    ~5 (a trial makes ~15; about half the per-trial overhead of :func:`run_worker`). Committed
-    data survives a killed process; an OS crash or power loss may lose the last commits but
-    never corrupts the file. WAL needs the processes sharing the file on one machine (no
-    network file systems). The mode stays with the file once set."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
+def _sqlite_file(url: str) -> Path | None:
+    """The file of an ``sqlite:///`` URL, or ``None`` for another database or an in-memory one."""
+    if not url.startswith("sqlite:///"):
+        return None
+    database = url[len("sqlite:///"):].split("?", 1)[0]
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _sqlite_pragmas(wal: bool) -> Callable[[Any, Any], None]:
+    """A connect hook: write-ahead-log mode if ``wal`` (the mode stays with the file), and, in
+    WAL mode, synced at checkpoints rather than at every commit. A commit then costs ~1 ms
+    instead of ~3-5 (a trial makes ~25). Committed data survives a killed process; an OS crash
+    or power loss may lose the last commits but never corrupts the file. While processes have
+    the store open, recent commits live in ``study.db-wal`` beside it (with ``study.db-shm``);
+    the last connection to close writes them into ``study.db`` and removes both, so a finished
+    search leaves one file. WAL needs the processes sharing the file on one machine (no network
+    file systems: set ``ARCHSPACE_SQLITE_WAL=0`` there)."""
+
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            mode = cursor.execute("PRAGMA journal_mode=WAL" if wal else "PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() == "wal":
+                cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def _wants_wal(url: str) -> bool:
+    """Whether :func:`open_storage` puts this store in WAL mode (see :data:`SQLITE_WAL_ENV`):
+    decided before the store is opened, since opening creates the file."""
+    path = _sqlite_file(url)
+    setting = os.environ.get(SQLITE_WAL_ENV, "")
+    if path is None or setting == "0":
+        return False
+    return setting == "1" or not path.exists() or path.stat().st_size == 0
 
 
 _SCHEMA_RACE = ("already exists", "unique constraint", "duplicate key", "database is locked")
@@ -243,16 +271,38 @@ def open_storage(url: str) -> RDBStorage:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     try:
+        wal = _wants_wal(url)
+        if wal:  # made in WAL mode before Optuna creates its tables (a mode change needs the file to itself)
+            _set_wal(_sqlite_file(url))
         storage = _rdb_storage(url, kwargs)
-        if url.startswith("sqlite") and os.environ.get(SQLITE_WAL_ENV, "0") == "1":
+        if _sqlite_file(url) is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
             from sqlalchemy import event
 
-            event.listen(storage.engine, "connect", _sqlite_wal)
+            event.listen(storage.engine, "connect", _sqlite_pragmas(wal))
             storage.engine.dispose()  # the connections made so far: remade with the pragmas
         return storage
     except Exception as exc:  # sqlalchemy / driver errors: the URL is the user's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
+
+
+def _set_wal(path: Path) -> None:
+    """Put an SQLite file (created if missing; its folder must exist) in WAL mode."""
+    if not path.parent.is_dir():
+        return  # opening the store then fails, saying which folder is missing
+    con = sqlite3.connect(str(path), timeout=60)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def close_storage(storage: Any) -> None:
+    """Close the storage's connections: an SQLite store in WAL mode is then whole in its one
+    file again (the last connection to close checkpoints the log and removes it)."""
+    backend = getattr(storage, "_backend", storage)
+    if isinstance(backend, RDBStorage):
+        backend.engine.dispose()
 
 
 def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any]) -> None:
@@ -352,9 +402,10 @@ def _claimed(t: optuna.trial.FrozenTrial) -> bool:
     return trial_status(t) in TRAINED or (t.state == TrialState.RUNNING and bool(t.user_attrs.get("claimed")))
 
 
-def count_trained(study: optuna.Study) -> int:
-    """Trials that used (or hold) a slot of the budget: trained, or claimed and running."""
-    return sum(1 for t in study.get_trials(deepcopy=False) if _claimed(t))
+def count_trained(study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> int:
+    """Trials that used (or hold) a slot of the budget: trained, or claimed and running (of
+    ``trials``, the study's trials as just read, if given)."""
+    return sum(1 for t in (study.get_trials(deepcopy=False) if trials is None else trials) if _claimed(t))
 
 
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -372,14 +423,20 @@ def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         system_attrs={**system, "failed_trial": history[0], "retry_history": history}))
 
 
-def fail_dead_trials(study: optuna.Study, stale: bool = True) -> int:
+def fail_dead_trials(study: optuna.Study, stale: bool = True,
+                     trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> int:
     """Fail running trials whose process is gone: at once for this machine's (by pid, with the
     reason "its process died"), and, with ``stale``, by heartbeat for other machines'. Each is
-    queued again (:func:`retry_trial`). Returns how many were failed by pid."""
+    queued again (:func:`retry_trial`). ``trials``: the study's trials as just read, if given
+    (else read here). Returns how many were failed by pid."""
     host = socket.gethostname()
     storage = study._storage
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
         owner = t.user_attrs.get("owner") or {}
         if owner.get("host") != host or owner.get("pid") == os.getpid():
             continue
@@ -616,8 +673,10 @@ def run_worker(study: Study, storage_url: str, run_dir: Path, budget: int,
             on_trial(s, t)
         # before optimize's next trial fails stale trials by heartbeat alone (no reason recorded):
         # a trial of this machine whose process died is failed here, saying so
-        fail_dead_trials(s, stale=False)
-        if (count_trained(s) >= budget or status == "surplus" or streak["rejected"] >= max_rejections
+        trials = s.get_trials(deepcopy=False)  # one read for both (the count is read again if one failed)
+        failed = fail_dead_trials(s, stale=False, trials=trials)
+        if (count_trained(s, None if failed else trials) >= budget or status == "surplus"
+                or streak["rejected"] >= max_rejections
                 or streak["duplicate"] >= max_rejections or streak["failed"] >= max_failures):
             s.stop()
 

@@ -272,7 +272,7 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
             :func:`worker_devices`); several workers on one device pack small trials onto it.
         checked: :func:`check_inputs` has already run.
     """
-    from .optuna_backend import default_storage, run_worker
+    from .optuna_backend import close_storage, default_storage, run_worker
     from .rundir import write_manifest
 
     budget = study.n_trials(trials)
@@ -318,4 +318,6 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
         _, err = p.communicate()
         if p.returncode not in (0, None):
             raise RuntimeError(f"a worker failed (exit {p.returncode}): {err.decode().strip()[-500:]}")
-    return summarize(ostudy)
+    summary = summarize(ostudy)
+    close_storage(ostudy._storage)  # an SQLite store is one file again (see optuna_backend._sqlite_pragmas)
+    return summary
