@@ -311,21 +311,26 @@ def test_class_token_stage_with_stride_2_is_rejected():
     assert any(p.path == "stages[0].stride" for p in err.value.problems)
 
 
-@pytest.mark.parametrize("stride, bias, channels_last, size", [(1, True, False, 9), (1, True, True, 4),
-                                                               (2, False, False, 9), (2, True, True, 8)])
-def test_depthwise_convolution_has_torchs_values_and_gradients(stride, bias, channels_last, size):
-    # the weight gradient as a grouped convolution (DepthwiseConv2d) against nn.Conv2d's own
+@pytest.mark.parametrize("kernel, stride, bias, channels_last, size", [
+    (7, 1, True, False, 9), (7, 1, True, True, 4), (7, 2, False, False, 9), (7, 2, True, True, 8),
+    (7, 1, True, False, 2), (7, 1, False, True, 3), (7, 2, True, False, 1),   # kernel cropped to the map's reach
+    (3, 1, True, True, 1), (3, 2, False, False, 1), (3, 1, True, False, 2), (3, 1, False, True, 2),
+    (3, 2, True, True, 3), (3, 1, True, False, 8)])
+def test_depthwise_convolution_has_torchs_values_and_gradients(kernel, stride, bias, channels_last, size):
+    # cropped kernels, the weight gradient as a grouped convolution, or torch's own (DepthwiseConv2d)
+    # against nn.Conv2d
     from archspace.layers.modules import DepthwiseConv2d
 
     torch.manual_seed(0)
-    ours = DepthwiseConv2d(6, 6, 7, stride, 3, groups=6, bias=bias)
-    ref = torch.nn.Conv2d(6, 6, 7, stride, 3, groups=6, bias=bias)
+    ours = DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=bias)
+    ref = torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=bias)
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(3, 6, size, size)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = ours(xa), ref(xb)
+    assert ya.shape == yb.shape
     assert torch.allclose(ya, yb, atol=1e-6)
     weights = torch.randn_like(ya)
     (ya * weights).sum().backward()
