@@ -338,3 +338,25 @@ def test_depthwise_convolution_has_torchs_values_and_gradients(kernel, stride, b
     assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
+
+
+def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
+    # ResNet's ReLUs overwrite their input (a conv's, a norm's or the residual sum's own output)
+    import copy
+
+    import torch.nn.functional as F
+
+    from archspace import load_spec
+
+    torch.manual_seed(0)
+    ours = compile_network(load_spec("resnet-50")).train()
+    plain = copy.deepcopy(ours)
+    relus = [m for m in plain.modules() if isinstance(m, torch.nn.ReLU) and m.inplace]
+    assert len(relus) == 49
+    for m in relus:
+        m.inplace = False
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    for model in (ours, plain):
+        F.cross_entropy(model(x), y).backward()
+    for (name, a), b in zip(ours.named_parameters(), plain.parameters()):
+        assert torch.equal(a.grad, b.grad), name

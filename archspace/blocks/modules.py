@@ -65,7 +65,7 @@ class BottleneckBlock(nn.Module):
         self.convs = nn.Sequential(*(u.build() for u in plan.units))
         self.layer_scale = layer_scale(plan.cout, plan.spec.layer_scale, channel_dim=1)
         self.drop_path = drop_path(drop, per_sample(self.convs))
-        self.act = act(plan.spec.act if plan.spec.activations == "all" else "none")
+        self.act = act(plan.spec.act if plan.spec.activations == "all" else "none", inplace=True)  # on the sum
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.convs(x)

