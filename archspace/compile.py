@@ -61,6 +61,9 @@ class Network(nn.Module):
         self.num_features = last.channels
         self.head_hidden_size = spec.head.hidden or last.channels
         self.num_prefix_tokens = last.prefix
+        # a class-token head reads the class tokens alone: the last block may skip the rest (see forward)
+        self.class_only = (spec.head.pool == "cls" and last.prefix > 0
+                           and getattr(self.stages[-1], "supports_class_only", False))
         self.feature_info = [
             {"num_chs": graph.nodes[n]["shape"].channels,
              "reduction": spec.input.size // graph.nodes[n]["shape"].height,
@@ -86,12 +89,12 @@ class Network(nn.Module):
         """The final features before the head: the last map, or tokens with class tokens first."""
         return self._features(*self._run(x))
 
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The last stage's map and class token."""
+    def _run(self, x: torch.Tensor, class_only: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The last stage's map and class token (with ``class_only``, the class token alone)."""
         x, cls = self.stem(x), None
-        for stage in self.stages:
+        for stage in self.stages[:-1]:
             x, cls = stage(x, cls)
-        return x, cls
+        return self.stages[-1](x, cls, class_only=True) if class_only else self.stages[-1](x, cls)
 
     def _features(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
         if cls is None:
@@ -120,7 +123,12 @@ class Network(nn.Module):
             self.spec = self.spec.model_copy(update={"num_classes": num_classes})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(*self._run(x))
+        """Logits. While training (gradients on), a network whose head reads only the class
+        tokens has its last transformer block compute those alone (the other tokens' queries,
+        projections and MLP, which nothing reads: DeiT-S, 1/12 of its blocks' work): the same
+        logits and gradients. Without gradients (evaluation, measured flops) every token runs,
+        as the analytic cost counts it."""
+        return self.head(*self._run(x, class_only=self.class_only and torch.is_grad_enabled()))
 
 
 class FeatureNetwork(nn.Module):

@@ -360,3 +360,29 @@ def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
         F.cross_entropy(model(x), y).backward()
     for (name, a), b in zip(ours.named_parameters(), plain.parameters()):
         assert torch.equal(a.grad, b.grad), name
+
+
+@pytest.mark.parametrize("name", ["deit-s", "deit-s-cls-at-11", "vit_c-1gf"])
+def test_a_class_token_head_skips_the_last_blocks_other_tokens_with_the_same_logits_and_gradients(name):
+    # while training, the last block computes the class tokens alone (the head reads nothing else)
+    from archspace import load_spec
+
+    model = compile_network(load_spec(name)).train()
+    assert model.class_only
+    x = torch.randn(4, 3, 32, 32)
+    results = []
+    for class_only in (True, False):
+        model.class_only = class_only
+        model.zero_grad()
+        torch.manual_seed(5)  # the same drop path draws
+        logits = model(x)
+        logits.logsumexp(-1).sum().backward()
+        results.append((logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (a, grads_a), (b, grads_b) = results
+    assert torch.allclose(a, b, atol=1e-5)
+    for n in grads_a:
+        assert torch.allclose(grads_a[n], grads_b[n], atol=1e-5, rtol=1e-4), n
+    model.class_only = True
+    with torch.no_grad():  # evaluation runs every token (the analytic cost's network)
+        assert torch.allclose(model.eval()(x), model.forward_head(model.forward_features(x)), atol=1e-6)
+    assert not compile_network(load_spec("coatnet-0")).class_only  # an average-pooling head reads the map

@@ -181,6 +181,22 @@ class TransformerBlock(nn.Module):
         x = residual_branch(self.shortcut(self.pool(x, size)), x, attention, self.drop_path, self.ls1)
         return residual_branch(x, x, self.mlp_branch, self.drop_path, self.ls2)
 
+    @property
+    def supports_prefix(self) -> bool:
+        """Whether :meth:`forward_prefix` applies: plain attention, no token pooling."""
+        return type(self.attn) is Attention and self.stride == 1
+
+    def forward_prefix(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
+        """:meth:`forward`'s output for the first ``prefix`` tokens (the class tokens) alone:
+        what a class-token head reads of the last block. Every token still gives keys and
+        values; the other tokens' queries, projections and MLP, whose results nothing reads,
+        are not computed. The same values and gradients (``tests/test_blocks.py``)."""
+        def attention(t: torch.Tensor) -> torch.Tensor:
+            return self.attn.forward_prefix(self.norm1(t), size, prefix)
+
+        x = residual_branch(self.shortcut(x[:, :prefix]), x, attention, self.drop_path, self.ls1)
+        return residual_branch(x, x, self.mlp_branch, self.drop_path, self.ls2)
+
 
 class TransformerStageModule(nn.Module):
     """Flattens the map to tokens (adding position embedding / class token where the spec
@@ -192,7 +208,16 @@ class TransformerStageModule(nn.Module):
         self.class_token = class_token
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor, cls: torch.Tensor | None):
+    @property
+    def supports_class_only(self) -> bool:
+        """Whether ``forward(..., class_only=True)`` applies: its last block can give the class
+        tokens alone (see :meth:`TransformerBlock.forward_prefix`)."""
+        return self.blocks[-1].supports_prefix
+
+    def forward(self, x: torch.Tensor, cls: torch.Tensor | None, class_only: bool = False):
+        """The map and class tokens after the blocks. ``class_only``: a head that reads only the
+        class tokens follows; the last block computes those alone and no map is returned
+        (``None``)."""
         b, _, h, w = x.shape
         size = (h, w)
         tokens = self.position(x.flatten(2).transpose(1, 2), size)
@@ -200,9 +225,12 @@ class TransformerStageModule(nn.Module):
         prefix = 0 if cls is None else cls.shape[1]
         if cls is not None:
             tokens = torch.cat([cls, tokens], dim=1)
-        for block in self.blocks:
+        class_only = class_only and prefix > 0
+        for block in self.blocks[:-1] if class_only else self.blocks:
             tokens = block(tokens, size, prefix)
             size = block.out_size(size)
+        if class_only:
+            return None, self.blocks[-1].forward_prefix(tokens, size, prefix)
         cls = tokens[:, :prefix] if prefix else None
         x = tokens[:, prefix:].transpose(1, 2).reshape(b, -1, size[0], size[1])
         return x, cls
