@@ -123,12 +123,12 @@ class Network(nn.Module):
             self.spec = self.spec.model_copy(update={"num_classes": num_classes})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits. While training (gradients on), a network whose head reads only the class
-        tokens has its last transformer block compute those alone (the other tokens' queries,
-        projections and MLP, which nothing reads: DeiT-S, 1/12 of its blocks' work): the same
-        logits and gradients. Without gradients (evaluation, measured flops) every token runs,
+        """Logits. While training (train mode, gradients on), a network whose head reads only
+        the class tokens has its last transformer block compute those alone (the other tokens'
+        queries, projections and MLP, which nothing reads: DeiT-S, 1/12 of its blocks' work):
+        the same logits and gradients. Otherwise (evaluation, measured flops) every token runs,
         as the analytic cost counts it."""
-        return self.head(*self._run(x, class_only=self.class_only and torch.is_grad_enabled()))
+        return self.head(*self._run(x, class_only=self.class_only and self.training and torch.is_grad_enabled()))
 
 
 class FeatureNetwork(nn.Module):

@@ -126,14 +126,14 @@ class DepthwiseConv2d(nn.Conv2d):
       1.5-10× faster. For 3×3 on larger maps torch's own is faster, and runs.
 
     The cropped taps get a zero gradient, as they do in torch. Elsewhere (an accelerator,
-    autocast, ``torch.compile``, no gradient: evaluation and measured flops count the whole
-    kernel, as the analytic cost does) torch's own path runs on the whole kernel."""
+    autocast, ``torch.compile``, eval mode or no gradient: evaluation and measured flops count
+    the whole kernel, as the analytic cost does) torch's own path runs on the whole kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
         ph, pw = self.padding if isinstance(self.padding, tuple) else (-1, -1)
-        if (x.device.type != "cpu" or not torch.is_grad_enabled() or torch.is_autocast_enabled("cpu")
-                or torch.compiler.is_compiling() or kh % 2 == 0 or kw % 2 == 0 or (ph, pw) != (kh // 2, kw // 2)
+        if (x.device.type != "cpu" or not (self.training and torch.is_grad_enabled())
+                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or kh % 2 == 0 or kw % 2 == 0 or (ph, pw) != (kh // 2, kw // 2)
                 or self.dilation != (1, 1) or self.padding_mode != "zeros"):
             return super().forward(x)
         h, w = x.shape[-2:]
