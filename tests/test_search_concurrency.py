@@ -60,8 +60,10 @@ def _open_at_once(url: str, barrier, results) -> None:
 
 def test_processes_opening_one_fresh_store_at_the_same_moment_all_get_it(tmp_path):
     # Without the retry, one of four processes loses the race to create Optuna's tables nearly
-    # every time ("table studies already exists", "UNIQUE constraint failed: alembic_version").
+    # every time ("table studies already exists", "UNIQUE constraint failed: alembic_version");
+    # switching the fresh file to WAL mode races too ("database is locked").
     import multiprocessing
+    import sqlite3
 
     ctx = multiprocessing.get_context("fork")
     for i in range(3):
@@ -75,6 +77,11 @@ def test_processes_opening_one_fresh_store_at_the_same_moment_all_get_it(tmp_pat
             p.join(timeout=60)
         assert outcome == ["ok"] * 4, outcome
         assert optuna.storages.RDBStorage(url).get_all_studies() == []
+        con = sqlite3.connect(tmp_path / f"study{i}.db")  # one of them switched it to WAL; the others found it so
+        try:
+            assert con.execute("pragma journal_mode").fetchone()[0] == "wal"
+        finally:
+            con.close()
 
 
 def test_a_store_archspace_makes_is_write_ahead_logged_and_another_keeps_its_mode(tmp_path, monkeypatch):

@@ -204,11 +204,11 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
-def _sqlite_pragmas(wal: bool) -> Callable[[Any, Any], None]:
-    """A connect hook: write-ahead-log mode if ``wal`` (the mode stays with the file), and, in
-    WAL mode, synced at checkpoints rather than at every commit. A commit then costs ~1 ms
-    instead of ~3-5 (a trial makes ~25). Committed data survives a killed process; an OS crash
-    or power loss may lose the last commits but never corrupts the file. While processes have
+def _sqlite_pragmas() -> Callable[[Any, Any], None]:
+    """A connect hook: a store in write-ahead-log mode (see :func:`_set_wal`) is synced at
+    checkpoints rather than at every commit. A commit then costs ~1 ms instead of ~3-5 (a
+    trial makes ~25). Committed data survives a killed process; an OS crash or power loss may
+    lose the last commits but never corrupts the file. While processes have
     the store open, recent commits live in ``study.db-wal`` beside it (with ``study.db-shm``);
     the last connection to close writes them into ``study.db`` and removes both, so a finished
     search leaves one file. WAL needs the processes sharing the file on one machine (no network
@@ -217,9 +217,10 @@ def _sqlite_pragmas(wal: bool) -> Callable[[Any, Any], None]:
     def on_connect(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            mode = cursor.execute("PRAGMA journal_mode=WAL" if wal else "PRAGMA journal_mode").fetchone()[0]
-            if str(mode).lower() == "wal":
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
                 cursor.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError:
+            pass  # busy (another process switching the mode): this connection syncs every commit
         finally:
             cursor.close()
 
@@ -278,7 +279,7 @@ def open_storage(url: str) -> RDBStorage:
         if _sqlite_file(url) is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
             from sqlalchemy import event
 
-            event.listen(storage.engine, "connect", _sqlite_pragmas(wal))
+            event.listen(storage.engine, "connect", _sqlite_pragmas())
             storage.engine.dispose()  # the connections made so far: remade with the pragmas
         return storage
     except Exception as exc:  # sqlalchemy / driver errors: the URL is the user's
@@ -286,15 +287,26 @@ def open_storage(url: str) -> RDBStorage:
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
 
 
-def _set_wal(path: Path) -> None:
-    """Put an SQLite file (created if missing; its folder must exist) in WAL mode."""
+def _set_wal(path: Path, attempts: int = 8) -> None:
+    """Put an SQLite file (created if missing; its folder must exist) in WAL mode; the mode
+    stays with the file. Processes that open one fresh store together race for the switch,
+    which needs the file to itself ("database is locked"): the losers wait a moment, with
+    jitter, and look again (the winner's switch serves them). A store that cannot be switched
+    stays in its mode: slower commits, nothing lost."""
     if not path.parent.is_dir():
         return  # opening the store then fails, saying which folder is missing
-    con = sqlite3.connect(str(path), timeout=60)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+    rng = np.random.default_rng()
+    for attempt in range(attempts):
+        con = sqlite3.connect(str(path), timeout=60)
+        try:
+            if str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+        finally:
+            con.close()
+        time.sleep(min(0.05 * 2 ** attempt, 2.0) * (0.5 + rng.random()))
 
 
 def close_storage(storage: Any) -> None:
