@@ -129,13 +129,19 @@ class DepthwiseConv2d(nn.Conv2d):
     autocast, ``torch.compile``, eval mode or no gradient: evaluation and measured flops count
     the whole kernel, as the analytic cost does) torch's own path runs on the whole kernel."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         kh, kw = self.kernel_size
-        ph, pw = self.padding if isinstance(self.padding, tuple) else (-1, -1)
-        if (x.device.type != "cpu" or not (self.training and torch.is_grad_enabled())
-                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling() or kh % 2 == 0 or kw % 2 == 0 or (ph, pw) != (kh // 2, kw // 2)
-                or self.dilation != (1, 1) or self.padding_mode != "zeros"):
+        # checked once: the paths below hold for odd kernels with "same" zero padding, no dilation
+        self.croppable = (self.groups == self.in_channels == self.out_channels and kh % 2 == 1 and kw % 2 == 1
+                          and self.padding == (kh // 2, kw // 2) and self.dilation == (1, 1)
+                          and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.croppable or x.device.type != "cpu" or not (self.training and torch.is_grad_enabled())
+                or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
             return super().forward(x)
+        ph, pw = self.padding
         h, w = x.shape[-2:]
         rh, rw = min(ph, h - 1), min(pw, w - 1)  # the reach that sees the map
         weight = self.weight

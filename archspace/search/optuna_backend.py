@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 
 from .. import __version__
 from ..errors import SpecError
-from .rundir import default_storage
+from .rundir import default_storage, sqlite_file
 from .space import Point
 from .study import Study
 
@@ -194,16 +194,6 @@ file that exists in another mode is left in it. ``1``: every SQLite store is swi
 ``0``: no store is (for a store on a network file system, where WAL cannot work)."""
 
 
-def _sqlite_file(url: str) -> Path | None:
-    """The file of an ``sqlite:///`` URL, or ``None`` for another database or an in-memory one."""
-    if not url.startswith("sqlite:///"):
-        return None
-    database = url[len("sqlite:///"):].split("?", 1)[0]
-    if database in ("", ":memory:") or database.startswith("file::memory:"):
-        return None
-    return Path(database).expanduser()
-
-
 def _sqlite_pragmas() -> Callable[[Any, Any], None]:
     """A connect hook: a store in write-ahead-log mode (see :func:`_set_wal`) is synced at
     checkpoints rather than at every commit. A commit then costs ~1 ms instead of ~3-5 (a
@@ -227,14 +217,11 @@ def _sqlite_pragmas() -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _wants_wal(url: str) -> bool:
-    """Whether :func:`open_storage` puts this store in WAL mode (see :data:`SQLITE_WAL_ENV`):
-    decided before the store is opened, since opening creates the file."""
-    path = _sqlite_file(url)
+def _wants_wal(path: Path) -> bool:
+    """Whether :func:`open_storage` puts this store file in WAL mode (see
+    :data:`SQLITE_WAL_ENV`): decided before the store is opened, since opening creates it."""
     setting = os.environ.get(SQLITE_WAL_ENV, "")
-    if path is None or setting == "0":
-        return False
-    return setting == "1" or not path.exists() or path.stat().st_size == 0
+    return setting == "1" or (setting != "0" and (not path.exists() or path.stat().st_size == 0))
 
 
 _SCHEMA_RACE = ("already exists", "unique constraint", "duplicate key", "database is locked")
@@ -272,11 +259,11 @@ def open_storage(url: str) -> RDBStorage:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 60}
     try:
-        wal = _wants_wal(url)
-        if wal:  # made in WAL mode before Optuna creates its tables (a mode change needs the file to itself)
-            _set_wal(_sqlite_file(url))
+        path = sqlite_file(url)
+        if path is not None and _wants_wal(path):  # before Optuna makes its tables: the switch needs the file alone
+            _set_wal(path)
         storage = _rdb_storage(url, kwargs)
-        if _sqlite_file(url) is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
+        if path is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
             from sqlalchemy import event
 
             event.listen(storage.engine, "connect", _sqlite_pragmas())

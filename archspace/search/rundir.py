@@ -31,20 +31,40 @@ OPTUNA_TABLES = {"studies", "trials", "version_info"}
 OWN_STORE = "study.db"  # a manifest's storage when the store is the run directory's own: moves with it
 
 
-def storage_identity(url: str) -> str:
-    """The store a URL names, comparable across spellings: an SQLite file by its resolved
-    path; any other database by backend, user, host, port and name (never its password)."""
+def _sqlite_url(url: str):
+    """The parsed URL if it names an SQLite database, else ``None``."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         u = make_url(url)
     except ArgumentError:
+        return None
+    return u if u.get_backend_name() == "sqlite" else None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names, or ``None`` for an in-memory database or another one."""
+    u = _sqlite_url(url)
+    database = (u.database or "") if u is not None else ""
+    if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database:
+        return None
+    return Path(database).expanduser()
+
+
+def storage_identity(url: str) -> str:
+    """The store a URL names, comparable across spellings: an SQLite file by its resolved
+    path; any other database by backend, user, host, port and name (never its password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if _sqlite_url(url) is not None:
+        path = sqlite_file(url)
+        return "sqlite://" if path is None else f"sqlite:///{path.resolve()}"
+    try:
+        u = make_url(url)
+    except ArgumentError:
         return url
-    if u.get_backend_name() == "sqlite":
-        if not u.database or u.database == ":memory:":
-            return "sqlite://"
-        return f"sqlite:///{Path(u.database).expanduser().resolve()}"
     return u.set(drivername=u.get_backend_name(), password=None, query={}).render_as_string(hide_password=False)
 
 
@@ -61,20 +81,12 @@ def check_store_file(url: str, option: str = "--storage", reading: bool = False)
     """
     import sqlite3
 
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        u = make_url(url)
-    except ArgumentError:
+    if _sqlite_url(url) is None:
         return
-    if u.get_backend_name() != "sqlite":
-        return
-    database = u.database or ""
-    if database in ("", ":memory:") or database.startswith("file::memory:") or "mode=memory" in database:
+    path = sqlite_file(url)
+    if path is None:
         raise SpecError.single(option, f"{url} is an in-memory database: the study would be lost when the process "
                                        f"ends; give a file, e.g. sqlite:///runs/my-study/study.db")
-    path = Path(database).expanduser()
     if path.is_dir():
         raise SpecError.single(option, f"{url} names the folder {path}, not a study store file")
     if not path.exists() or path.stat().st_size == 0:
