@@ -57,6 +57,8 @@ def plot_edfs(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, *
 def plot_scatters(panels: Mapping[str, Mapping[str, Scatter]], path: Path, *, title: str) -> Path:
     """One panel per hyperparameter (lr, wd, lr·wd), one colour per variant, best marked ★."""
     plt = _plt()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     colors = _colors({v for by_variant in panels.values() for v in by_variant})
     for ax, (xname, by_variant) in zip(axes[0], panels.items()):
@@ -66,6 +68,9 @@ def plot_scatters(panels: Mapping[str, Mapping[str, Scatter]], path: Path, *, ti
             ax.scatter([s.best_x], [100 * s.best_error], marker="*", s=160, color=color, edgecolor="black",
                        zorder=3)
         ax.set_xscale("log")
+        # a range under a decade gets matplotlib's minor labels (3×10⁻⁴, 4×10⁻⁴, ...), which overlap
+        # at this width: the major ones and the grid suffice
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xname)
         ax.set_ylabel("top-1 error (%)")
         ax.grid(alpha=0.3)
