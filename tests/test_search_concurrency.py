@@ -124,3 +124,45 @@ def test_a_store_archspace_makes_is_write_ahead_logged_and_another_keeps_its_mod
     monkeypatch.setenv(SQLITE_WAL_ENV, "1")                           # every SQLite store, on request
     close_storage(open_storage(sqlite_url(theirs)))
     assert mode(theirs) == "wal"
+
+
+def test_a_store_being_made_by_another_process_is_not_taken_for_another_programs_file(tmp_path, monkeypatch):
+    """Between the moment a process makes a fresh store file and the moment Optuna's tables exist
+    in it, a second process of the same search checks the file: it is archspace's (stamped), so it
+    passes, in WAL mode or not; an SQLite file without tables that archspace did not make is
+    still refused, and an existing store is not stamped."""
+    import sqlite3
+
+    from archspace.errors import SpecError
+    from archspace.search.optuna_backend import SQLITE_WAL_ENV, _prepare_store_file, close_storage, open_storage
+    from archspace.search.rundir import STORE_APPLICATION_ID, check_store_file
+
+    def application_id(path: Path) -> int:
+        con = sqlite3.connect(path)
+        try:
+            return con.execute("pragma application_id").fetchone()[0]
+        finally:
+            con.close()
+
+    for wal in (True, False):
+        being_made = tmp_path / f"made-{wal}.db"
+        _prepare_store_file(being_made, stamp=True, wal=wal)              # the first process, before its tables
+        assert being_made.stat().st_size > 0 and application_id(being_made) == STORE_APPLICATION_ID
+        check_store_file(sqlite_url(being_made))                          # the second process's check passes
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).execute("pragma user_version = 1").connection.close()
+    try:
+        check_store_file(sqlite_url(foreign))
+        raise AssertionError("an SQLite file without tables that archspace did not make was accepted")
+    except SpecError as exc:
+        assert "without Optuna's tables" in str(exc)
+
+    monkeypatch.setenv(SQLITE_WAL_ENV, "0")
+    fresh = tmp_path / "fresh.db"
+    close_storage(open_storage(sqlite_url(fresh)))                        # made by open_storage, WAL off: stamped
+    assert application_id(fresh) == STORE_APPLICATION_ID
+    theirs = tmp_path / "theirs.db"
+    optuna.create_study(storage=sqlite_url(theirs), study_name="s")
+    monkeypatch.setenv(SQLITE_WAL_ENV, "1")
+    close_storage(open_storage(sqlite_url(theirs)))                       # switched to WAL, not stamped
+    assert application_id(theirs) == 0

@@ -41,7 +41,7 @@ from optuna.trial import TrialState
 
 from .. import __version__
 from ..errors import SpecError
-from .rundir import default_storage, sqlite_file
+from .rundir import STORE_APPLICATION_ID, sqlite_file
 from .space import Point
 from .study import Study
 
@@ -185,8 +185,6 @@ def make_pruner(study: Study) -> optuna.pruners.BasePruner:
     return pruners[p.kind]()
 
 
-
-
 SQLITE_WAL_ENV = "ARCHSPACE_SQLITE_WAL"
 """Write-ahead-log mode for SQLite stores (see :func:`_sqlite_pragmas`). Unset: a store file
 that archspace creates is made in WAL mode, and a store already in WAL mode stays so; a store
@@ -195,7 +193,7 @@ file that exists in another mode is left in it. ``1``: every SQLite store is swi
 
 
 def _sqlite_pragmas() -> Callable[[Any, Any], None]:
-    """A connect hook: a store in write-ahead-log mode (see :func:`_set_wal`) is synced at
+    """A connect hook: a store in write-ahead-log mode (see :func:`_prepare_store_file`) is synced at
     checkpoints rather than at every commit. A commit then costs ~1 ms instead of ~3-5 (a
     trial makes ~25). Committed data survives a killed process; an OS crash or power loss may
     lose the last commits but never corrupts the file. While processes have
@@ -217,11 +215,10 @@ def _sqlite_pragmas() -> Callable[[Any, Any], None]:
     return on_connect
 
 
-def _wants_wal(path: Path) -> bool:
-    """Whether :func:`open_storage` puts this store file in WAL mode (see
-    :data:`SQLITE_WAL_ENV`): decided before the store is opened, since opening creates it."""
-    setting = os.environ.get(SQLITE_WAL_ENV, "")
-    return setting == "1" or (setting != "0" and (not path.exists() or path.stat().st_size == 0))
+def _fresh(path: Path) -> bool:
+    """Whether the store file is still to be made (missing or empty): decided before the store is
+    opened, since opening creates it."""
+    return not path.exists() or path.stat().st_size == 0
 
 
 _SCHEMA_RACE = ("already exists", "unique constraint", "duplicate key", "database is locked")
@@ -260,8 +257,9 @@ def open_storage(url: str) -> RDBStorage:
         kwargs["connect_args"] = {"timeout": 60}
     try:
         path = sqlite_file(url)
-        if path is not None and _wants_wal(path):  # before Optuna makes its tables: the switch needs the file alone
-            _set_wal(path)
+        setting = os.environ.get(SQLITE_WAL_ENV, "")
+        if path is not None and (setting == "1" or _fresh(path)):  # before Optuna makes its tables
+            _prepare_store_file(path, stamp=_fresh(path), wal=setting != "0")
         storage = _rdb_storage(url, kwargs)
         if path is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
             from sqlalchemy import event
@@ -274,11 +272,14 @@ def open_storage(url: str) -> RDBStorage:
         raise SpecError.single("--storage", f"cannot open {url}: {first}") from None
 
 
-def _set_wal(path: Path, attempts: int = 8) -> None:
-    """Put an SQLite file (created if missing; its folder must exist) in WAL mode; the mode
-    stays with the file. Processes that open one fresh store together race for the switch,
-    which needs the file to itself ("database is locked"): the losers wait a moment, with
-    jitter, and look again (the winner's switch serves them). A store that cannot be switched
+def _prepare_store_file(path: Path, stamp: bool, wal: bool, attempts: int = 8) -> None:
+    """Make an SQLite store file (its folder must exist) before Optuna makes its tables: with
+    ``stamp``, mark it as archspace's (:data:`~archspace.search.rundir.STORE_APPLICATION_ID`, so
+    that a process of the same search that looks at it before its tables exist knows it for a
+    store being made, not another program's database); with ``wal``, put it in WAL mode (the
+    mode stays with the file). Processes that open one fresh store together race here (the
+    switch needs the file to itself: "database is locked"): the losers wait a moment, with
+    jitter, and try again (the winner's switch serves them). A store that cannot be switched
     stays in its mode: slower commits, nothing lost."""
     if not path.parent.is_dir():
         return  # opening the store then fails, saying which folder is missing
@@ -286,7 +287,10 @@ def _set_wal(path: Path, attempts: int = 8) -> None:
     for attempt in range(attempts):
         con = sqlite3.connect(str(path), timeout=60)
         try:
-            if str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+            if stamp:
+                con.execute(f"PRAGMA application_id = {STORE_APPLICATION_ID}")
+                stamp = False
+            if not wal or str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
                 return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):

@@ -28,6 +28,10 @@ MANIFEST = "archspace-run.json"
 MANIFEST_MAX_BYTES = 64 * 1024
 SQLITE_HEADER = b"SQLite format 3\x00"
 OPTUNA_TABLES = {"studies", "trials", "version_info"}
+STORE_APPLICATION_ID = int.from_bytes(b"arch", "big")
+"""Stamped in the header of every SQLite store file archspace creates, before Optuna makes its
+tables: a file with this mark and no tables yet is a store being created by another process of
+the same search (not another program's database)."""
 OWN_STORE = "study.db"  # a manifest's storage when the store is the run directory's own: moves with it
 
 
@@ -72,7 +76,8 @@ def check_store_file(url: str, option: str = "--storage", reading: bool = False)
     """Refuse an SQLite URL that archspace must not use as a study store: an in-memory database
     (its results would be lost when the process ends), a folder, a file that is not an SQLite
     database, or one without Optuna's tables (another program's data, which Optuna's tables
-    would be written into). ``reading`` (a report, which never creates a store) also refuses a
+    would be written into) unless archspace stamped it (:data:`STORE_APPLICATION_ID`: a store
+    another process is creating). ``reading`` (a report, which never creates a store) also refuses a
     missing or empty file. Other URLs pass (:func:`~archspace.search.optuna_backend.check_reachable`
     connects to them).
 
@@ -101,17 +106,17 @@ def check_store_file(url: str, option: str = "--storage", reading: bool = False)
         if header != SQLITE_HEADER:
             raise SpecError.single(option, f"{path} is not an SQLite database, so not a study store; archspace "
                                            f"does not write into it")
-        tables = _tables(path)
+        tables, application_id = _schema(path)
     except (OSError, sqlite3.Error) as exc:
         raise SpecError.single(option, f"cannot read {path}: {exc}") from None
-    if not OPTUNA_TABLES <= tables:
+    if not OPTUNA_TABLES <= tables and application_id != STORE_APPLICATION_ID:
         raise SpecError.single(option, f"{path} is an SQLite database without Optuna's tables (another program's "
                                        f"data, {len(tables)} tables): not a study store; archspace does not write "
                                        f"into it")
 
 
-def _tables(path: Path) -> set[str]:
-    """The table names of an SQLite file, read without writing to it.
+def _schema(path: Path) -> tuple[set[str], int]:
+    """The table names and the application id of an SQLite file, read without writing to it.
 
     A writer killed mid-transaction leaves a hot rollback journal beside the file, which a
     read-only connection cannot roll back ("attempt to write a readonly database"), and the
@@ -123,10 +128,11 @@ def _tables(path: Path) -> set[str]:
     import sqlite3
     import tempfile
 
-    def read(file: Path, mode: str) -> set[str]:
+    def read(file: Path, mode: str) -> tuple[set[str], int]:
         con = sqlite3.connect(f"file:{file}?mode={mode}", uri=True)
         try:
-            return {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+            tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
+            return tables, int(con.execute("PRAGMA application_id").fetchone()[0])
         finally:
             con.close()
 

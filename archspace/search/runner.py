@@ -247,8 +247,8 @@ def summarize(ostudy: optuna.Study) -> dict[str, Any]:
 def check_inputs(study: Study, storage: str | None, run_dir: Path | None = None) -> None:
     """Every check before anything is written: the run directory belongs to this store and
     study, the storage is reachable, the space is not empty, the grid is well formed."""
-    from .optuna_backend import check_reachable, default_storage
-    from .rundir import check_run_dir, check_store_file
+    from .optuna_backend import check_reachable
+    from .rundir import check_run_dir, check_store_file, default_storage
 
     if storage is not None:
         check_store_file(storage)
@@ -272,8 +272,8 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
             :func:`worker_devices`); several workers on one device pack small trials onto it.
         checked: :func:`check_inputs` has already run.
     """
-    from .optuna_backend import close_storage, default_storage, run_worker
-    from .rundir import write_manifest
+    from .optuna_backend import close_storage, run_worker
+    from .rundir import default_storage, write_manifest
 
     budget = study.n_trials(trials)
     backend = backend or study.spec.backend
