@@ -102,10 +102,20 @@ def test_report_imports_neither_torch_nor_ray(tmp_path):
     assert Path(json.loads(out)["html"]).is_file()
 
 
-def test_bad_input_still_exits_2_with_one_line_without_torch(tmp_path):
-    code, imported, out, err = run_cli("build", "no-such-preset", "--no-compile")
-    assert (code, imported, out) == (2, [], "")
-    assert len([line for line in err.splitlines() if line.strip()]) == 1 and "Traceback" not in err
+@pytest.mark.parametrize("args,path", [
+    (("build", "no-such-preset", "--no-compile"), "no-such-preset: unknown preset"),
+    (("train", "coatnet-0", "--lr", "-0.1"), "train.lr"),                      # a bad recipe
+    (("train", "coatnet-0", "--set", "stages[9].depth=2"), "stages[9]"),       # a bad spec
+    (("train", "coatnet-0", "--resume"), "--resume"),                          # a bad combination
+], ids=["build", "train-recipe", "train-spec", "train-resume"])
+def test_bad_input_still_exits_2_with_one_line_without_torch(tmp_path, args, path):
+    """A user's mistake is answered at once: without torch, so without its seconds of import."""
+    out_dir = ("--out", str(tmp_path / "out")) if args[0] == "train" and "--resume" not in args else ()
+    code, imported, out, err = run_cli(*args, *out_dir)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert (code, imported, out) == (2, [], ""), err
+    assert len(lines) == 1 and "Traceback" not in err and path in lines[0], lines
+    assert not (tmp_path / "out").exists()
 
 
 def test_public_names_needing_torch_still_import():

@@ -1,4 +1,4 @@
-"""Three ``archspace search`` processes started one second apart on one SQLite store, ten
+"""Three ``archspace search`` processes started one second apart on one SQLite store, five
 times: no point is trained twice and the budget is trained exactly (real processes, real
 store, real training of a tiny network; in a file of its own so that it runs beside the
 other search tests on the second core)."""
@@ -35,7 +35,7 @@ def _three_processes_one_store(folder: Path) -> optuna.Study:
 
 
 def test_three_processes_on_one_store_train_no_point_twice(tmp_path):
-    for run in range(10):
+    for run in range(5):
         study = _three_processes_one_store(tmp_path / f"run{run}")
         trained = [t for t in study.get_trials() if trial_status(t) in TRAINED]
         keys = [t.user_attrs["key"] for t in trained]

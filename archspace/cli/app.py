@@ -318,11 +318,9 @@ def train(
 
         from ..data import load_data
         from ..spec import load_spec
-        from ..train import load_config, train as train_run
-        from ..train.loop import check_config
+        from ..train import load_config
+        from ..train.ranks import ranks_from_env
         from ..train.rundir import check_free, check_resumable, free_run_dir
-
-        from ..train.distributed import ranks_from_env
 
         ranks = ranks_from_env()
         if nproc < 1:
@@ -345,12 +343,12 @@ def train(
             optimizer=optimizer, warmup=warmup, label_smoothing=label_smoothing, mixup=mixup, cutmix=cutmix, crop=crop,
             flip=flip, ema=ema, clip_grad=clip_grad, seed=seed, device=device, precision=precision,
             channels_last=channels_last, compile_model=compile_model)))
-        from ..train.loop import settings_of
-
-        settings_of(config)  # a device setting this machine cannot run: before any data is loaded
         if init is not None and not init.is_file():
             raise SpecError.single("--init", f"no file {init}")
-        network = load_spec(spec, set_, size)
+        network = load_spec(spec, set_, size)  # every check so far needs no torch: a typo is answered at once
+        from ..train.loop import check_config, settings_of, train as train_run
+
+        settings_of(config)  # a device setting this machine cannot run: before any data is loaded
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir, loader=config.loader)
         check_config(config, bundle, max(nproc, ranks.world))

@@ -8,41 +8,12 @@ torchrun there is one rank and every helper is a no-op.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in a data-parallel run."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the one that writes files and prints."""
-        return self.rank == 0
-
-    @property
-    def parallel(self) -> bool:
-        return self.world > 1
-
-
-def ranks_from_env() -> Ranks:
-    """The ranks torchrun set (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or a single process."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    except ValueError:
-        return Ranks()
-    return Ranks(rank, world, local) if world > 1 else Ranks()
+from .ranks import Ranks, ranks_from_env
 
 
 def start(ranks: Ranks, device: torch.device) -> None:
