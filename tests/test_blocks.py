@@ -340,6 +340,34 @@ def test_depthwise_convolution_has_torchs_values_and_gradients(kernel, stride, b
         assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
 
 
+@pytest.mark.parametrize("kernel, stride, bias, channels_last, size", [
+    (3, 1, True, False, 1), (3, 2, False, True, 1), (5, 1, True, False, 1),   # a 1×1 map: the centre tap
+    (3, 1, False, False, 2), (3, 1, True, True, 2), (3, 2, True, False, 4), (3, 2, False, True, 3),
+    (5, 1, True, False, 2), (7, 2, False, False, 3),                           # patches of the cropped kernel
+    (3, 1, True, False, 3), (3, 2, True, True, 6)])                            # larger outputs: torch's own
+def test_dense_convolution_on_small_maps_has_torchs_values_and_gradients(kernel, stride, bias, channels_last, size):
+    from archspace.layers.modules import DenseConv2d
+
+    torch.manual_seed(0)
+    ours = DenseConv2d(5, 7, kernel, stride, kernel // 2, bias=bias)
+    ref = torch.nn.Conv2d(5, 7, kernel, stride, kernel // 2, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 5, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    assert ya.shape == yb.shape
+    assert ya.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.allclose(ya, yb, atol=1e-5)
+    weights = torch.randn_like(ya)
+    (ya * weights).sum().backward()
+    (yb * weights).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
+
+
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
     # ResNet's ReLUs overwrite their input (a conv's, a norm's or the residual sum's own output)
     import copy
