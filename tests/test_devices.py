@@ -46,7 +46,7 @@ def test_defaults_follow_the_device():
         assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
 
 
-def test_networks_with_depthwise_convolutions_train_channels_last_on_the_cpu_unless_set():
+def test_networks_with_convolutional_stages_train_channels_last_on_the_cpu_unless_set():
     from archspace import compile_network
     from archspace.train.device import for_network
 
@@ -54,7 +54,9 @@ def test_networks_with_depthwise_convolutions_train_channels_last_on_the_cpu_unl
     convnext = compile_network(SPEC)
     deit = compile_network(load_spec("deit-s", size=32))
     assert for_network(cpu, convnext, None).channels_last
-    assert not for_network(cpu, deit, None).channels_last  # no depthwise convolution: no faster
+    assert for_network(cpu, compile_network(load_spec("resnet-50", size=32)), None).channels_last
+    assert not for_network(cpu, deit, None).channels_last  # transformer stages: no faster
+    assert not for_network(cpu, compile_network(load_spec("vit_c-1gf", size=32)), None).channels_last  # conv stem only
     assert not for_network(device_settings("cpu", channels_last=False), convnext, False).channels_last
     assert for_network(device_settings("cpu", channels_last=True), deit, True).channels_last
 

@@ -56,7 +56,7 @@ class TrainConfig(SpecModel):
         None, description="Autocast precision of the forward pass (default: bf16 on an accelerator, fp32 on the "
                           "cpu); fp16 adds a gradient scaler and needs an accelerator.")
     channels_last: bool | None = Field(None, description="Channels-last memory format (default: on an accelerator, and on the cpu "
-                                         "for networks with depthwise convolutions).")
+                                         "for networks with convolutions in their stages).")
     compile: bool = Field(False, description="Wrap the model in torch.compile (inductor; runs on the cpu too).")
     eval_batch_size: PositiveInt = 256
     checkpoint: bool = Field(True, description="Write a checkpoint after every epoch (needed by --resume).")

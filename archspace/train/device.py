@@ -107,14 +107,16 @@ def device_settings(device: str = "auto", precision: str | None = None, channels
 
 def for_network(settings: DeviceSettings, model: torch.nn.Module, channels_last: bool | None) -> DeviceSettings:
     """``settings`` for this network: where the recipe leaves ``channels_last`` unset, a network
-    with depthwise convolutions trains channels-last on the cpu too. Torch's cpu kernels for a
-    depthwise convolution's backward pass are several times faster channels-last; CoAtNet's
-    training step measured 1.15-1.18x faster at 64 and 224 px (``benchmarks/train_throughput.py``),
-    networks without them no faster (ResNet-50 1.05x / 0.97x, DeiT 0.99x)."""
+    with convolutions in its stages (MBConv, ConvNeXt, bottleneck blocks; not only in its stem)
+    trains channels-last on the cpu too. Torch's cpu kernels for convolutions on small maps, a
+    depthwise convolution's backward pass and batch norm are faster channels-last: CoAtNet's
+    training step measured 1.15-1.18x faster at 64 and 224 px, ResNet-50's 1.11x at 64 px and
+    1.03-1.10x at 224 (``benchmarks/train_throughput.py``); a network of transformer stages
+    (DeiT, ViT with a convolutional stem) no faster, and stays NCHW."""
     if channels_last is not None or settings.channels_last or settings.device.type != "cpu":
         return settings
-    depthwise = any(isinstance(m, torch.nn.Conv2d) and 1 < m.groups == m.in_channels for m in model.modules())
-    return replace(settings, channels_last=depthwise)
+    stages = getattr(model, "stages", model)
+    return replace(settings, channels_last=any(isinstance(m, torch.nn.Conv2d) for m in stages.modules()))
 
 
 __all__ = ["DTYPES", "DeviceSettings", "accelerator", "device_settings", "for_network", "resolve_device"]
