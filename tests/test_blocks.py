@@ -414,3 +414,40 @@ def test_a_class_token_head_skips_the_last_blocks_other_tokens_with_the_same_log
     with torch.no_grad():  # evaluation runs every token (the analytic cost's network)
         assert torch.allclose(model.eval()(x), model.forward_head(model.forward_features(x)), atol=1e-6)
     assert not compile_network(load_spec("coatnet-0")).class_only  # an average-pooling head reads the map
+
+
+@pytest.mark.parametrize("kind", ["plain", "relative-bias", "class-token-prefix", "class-attention"])
+def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(kind, monkeypatch):
+    # while training on the cpu, attention over at most EXPLICIT_KEYS keys runs as explicit
+    # products (layers.modules.attend): the values and gradients of torch's kernel
+    import copy
+
+    from archspace.layers import modules
+
+    torch.manual_seed(0)
+    bias = modules.RelativePositionBias(4, (3, 3)) if kind == "relative-bias" else modules.NoBias()
+    if kind == "class-attention":
+        layer = modules.ClassAttention(32, 4, True)
+        run = lambda m, x: m(x, 1)  # noqa: E731
+    else:
+        layer = modules.Attention(32, 32, 4, True, bias)
+        prefix = 1 if kind == "class-token-prefix" else 0
+        run = (lambda m, x: m.forward_prefix(x, (3, 3), 1)) if prefix else (lambda m, x: m(x, (3, 3), 0))  # noqa: E731
+    tokens = 10 if kind in ("class-token-prefix", "class-attention") else 9
+    x = torch.randn(5, tokens, 32)
+    sdpa, calls = torch.nn.functional.scaled_dot_product_attention, []
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    outputs = {}
+    for keys in (modules.EXPLICIT_KEYS, 0):  # 0: torch's kernel for every length
+        monkeypatch.setattr(modules, "EXPLICIT_KEYS", keys)
+        m = copy.deepcopy(layer).train()
+        xi = x.clone().requires_grad_()
+        y = run(m, xi)
+        assert len(calls) == (keys == 0)  # the explicit path ran, then torch's kernel
+        calls.clear()
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outputs[keys] = (y, xi.grad, {n: p.grad for n, p in m.named_parameters()})
+    (ya, ga, pa), (yb, gb, pb) = outputs.values()
+    assert torch.allclose(ya, yb, atol=1e-6) and torch.allclose(ga, gb, atol=1e-6)
+    assert pa.keys() == pb.keys() and all(torch.allclose(pa[n], pb[n], atol=1e-5) for n in pa)
