@@ -323,15 +323,21 @@ def test_depthwise_convolution_has_torchs_values_and_gradients(kernel, stride, b
 
     torch.manual_seed(0)
     ours = DepthwiseConv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=bias)
-    ref = torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=bias)
+    _same_as_torchs_conv(ours, torch.nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=6, bias=bias),
+                         torch.randn(3, 6, size, size), channels_last, atol=1e-6)
+
+
+def _same_as_torchs_conv(ours, ref, x, channels_last, atol):
+    """``ours`` (a conv class of layers.modules, in train mode) gives ``ref``'s values, in the
+    input's memory format, and its input and parameter gradients."""
     ref.load_state_dict(ours.state_dict())
-    x = torch.randn(3, 6, size, size)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = ours(xa), ref(xb)
     assert ya.shape == yb.shape
-    assert torch.allclose(ya, yb, atol=1e-6)
+    assert ya.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert torch.allclose(ya, yb, atol=atol)
     weights = torch.randn_like(ya)
     (ya * weights).sum().backward()
     (yb * weights).sum().backward()
@@ -350,22 +356,8 @@ def test_dense_convolution_on_small_maps_has_torchs_values_and_gradients(kernel,
 
     torch.manual_seed(0)
     ours = DenseConv2d(5, 7, kernel, stride, kernel // 2, bias=bias)
-    ref = torch.nn.Conv2d(5, 7, kernel, stride, kernel // 2, bias=bias)
-    ref.load_state_dict(ours.state_dict())
-    x = torch.randn(3, 5, size, size)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), ref(xb)
-    assert ya.shape == yb.shape
-    assert ya.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    assert torch.allclose(ya, yb, atol=1e-5)
-    weights = torch.randn_like(ya)
-    (ya * weights).sum().backward()
-    (yb * weights).sum().backward()
-    assert torch.allclose(xa.grad, xb.grad, atol=1e-5)
-    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-4), name
+    _same_as_torchs_conv(ours, torch.nn.Conv2d(5, 7, kernel, stride, kernel // 2, bias=bias),
+                         torch.randn(3, 5, size, size), channels_last, atol=1e-5)
 
 
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():

@@ -84,17 +84,22 @@ def test_processes_opening_one_fresh_store_at_the_same_moment_all_get_it(tmp_pat
             con.close()
 
 
-def test_a_store_archspace_makes_is_write_ahead_logged_and_another_keeps_its_mode(tmp_path, monkeypatch):
+def _pragma(path: Path, name: str):
+    """An SQLite file's setting, read as SQLite reports it."""
     import sqlite3
 
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(f"pragma {name}").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_a_store_archspace_makes_is_write_ahead_logged_and_another_keeps_its_mode(tmp_path, monkeypatch):
     from archspace.search.optuna_backend import SQLITE_WAL_ENV, close_storage, open_storage
 
     def mode(path: Path) -> str:
-        con = sqlite3.connect(path)
-        try:
-            return con.execute("pragma journal_mode").fetchone()[0]
-        finally:
-            con.close()
+        return _pragma(path, "journal_mode")
 
     def synchronous(storage) -> int:
         with storage.engine.connect() as con:
@@ -138,11 +143,7 @@ def test_a_store_being_made_by_another_process_is_not_taken_for_another_programs
     from archspace.search.rundir import STORE_APPLICATION_ID, check_store_file
 
     def application_id(path: Path) -> int:
-        con = sqlite3.connect(path)
-        try:
-            return con.execute("pragma application_id").fetchone()[0]
-        finally:
-            con.close()
+        return _pragma(path, "application_id")
 
     for wal in (True, False):
         being_made = tmp_path / f"made-{wal}.db"

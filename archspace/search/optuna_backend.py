@@ -261,7 +261,7 @@ def open_storage(url: str) -> RDBStorage:
         if path is not None and (setting == "1" or _fresh(path)):  # before Optuna makes its tables
             _prepare_store_file(path, stamp=_fresh(path), wal=setting != "0")
         storage = _rdb_storage(url, kwargs)
-        if path is not None and os.environ.get(SQLITE_WAL_ENV, "") != "0":
+        if path is not None and setting != "0":
             from sqlalchemy import event
 
             event.listen(storage.engine, "connect", _sqlite_pragmas())
