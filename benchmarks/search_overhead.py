@@ -7,11 +7,12 @@ from an Optuna study in a SQLite file and split into
   resolve     ``Space.resolve`` minus the suggest calls: overrides, layout, validation,
               complexity matching, analytic cost, hashing
   storage     what the Optuna backend writes per trial: the record's attributes in three
-              transactions (owner/key/cost; claim/spec/recipe/versions; history/status: see
-              ``optuna_backend.set_user_attrs``), one ``report`` per epoch (the quickstart's
-              epochs), ``tell``
+              transactions (owner/key/cost; claim/spec/recipe/versions; history/status and,
+              without a pruner, the epochs' values: see ``optuna_backend.set_user_attrs``),
+              ``tell``
   scans       the backend's per-trial reads of the study: duplicate check and budget claim (one
-              read), trained count, and the live view's summary (they grow with the study)
+              read), then the trained count and the live view's summary (one read for both;
+              they grow with the study)
   gc          the ``gc.collect()`` that ``optimize(gc_after_trial=True)`` would run after each
               trial (``run_worker`` passes ``gc_after_trial=False``: shown, not counted)
 
@@ -115,9 +116,22 @@ class TimedSuggester(ob.OptunaSuggester):
         return self._timed(super().float, name, low, high, log=log)
 
 
+QUICKSTART_SAMPLER = "random, balanced"
+"""The quickstart's sampler: random, with equal samples per layout (``sampler.per_variant``)."""
+
+
 def _sampler(kind: str, seed: int = 0) -> optuna.samplers.BaseSampler:
+    layouts = QUICKSTART_SPACE["choices"]["layout"]
     return {"random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            QUICKSTART_SAMPLER: lambda: ob.BalancedSampler(optuna.samplers.RandomSampler(seed=seed), "layout", layouts),
             "tpe": lambda: optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)}[kind]()
+
+
+def _samplers(space: str) -> tuple[str, ...]:
+    """The samplers measured on a space: the quickstart's own (balanced) on its space only."""
+    if space.startswith("quickstart"):
+        return (QUICKSTART_SAMPLER, "random", "tpe")
+    return ("random",) if "no match" in space else ("random", "tpe")
 
 
 def _fake_history(epochs: int) -> list[dict]:
@@ -150,18 +164,18 @@ def components(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
         ob.set_user_attrs(trial, claimed=True, spec=point.spec.model_dump(mode="json", exclude_none=True),
                           train=point.train.model_dump(mode="json"), seed=point.train.seed, versions=versions,
                           run_dir=out)
-        history = _fake_history(QUICKSTART_EPOCHS)
-        for row in history:  # each epoch's value as it comes (live progress in the store, pruners)
-            trial.report(row["eval_error"], row["epoch"])
-        ob.set_user_attrs(trial, history=history, final_status="complete",
+        history = _fake_history(QUICKSTART_EPOCHS)  # no pruner (the quickstart's): the epochs' values
+        ob.set_user_attrs(trial, {row["epoch"]: row["eval_error"] for row in history},  # go with the record
+                          history=history, final_status="complete",
                           **{k: history[-1][k] for k in ("train_loss", "train_error", "eval_error")}, status="complete")
         study.tell(trial, 0.5)
         rows["storage"].append(1e3 * (time.perf_counter() - t0))
 
         t0 = time.perf_counter()
         study.get_trials(deepcopy=False)                                      # _twin (and _claim)
-        ob.count_trained(study)                                               # stop_when_done
-        summarize(study)                                                      # live view (on_trial)
+        trials = study.get_trials(deepcopy=False)                             # stop_when_done's read,
+        ob.count_trained(study, trials)                                       # its count
+        summarize(study, trials)                                              # and the live view
         rows["scans"].append(1e3 * (time.perf_counter() - t0))
         t0 = time.perf_counter()
         gc.collect()                                                          # optimize(gc_after_trial=True)
@@ -189,15 +203,19 @@ def end_to_end(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
         cost = complexity(lower(spec))  # what a real run reports: the built network's size
         return TrainResult("complete", config.epochs, history, params=cost["params"], flops=cost["flops"])
 
-    data = {"name": "bench", "space": space_data, "train": TRAIN, "sampler": {"kind": sampler, "seed": 0},
-            "trials": n}
+    if sampler == QUICKSTART_SAMPLER:  # per_variant x 3 layouts: n rounded up to a multiple of 3
+        how = {"sampler": {"kind": "random", "seed": 0, "per_variant": -(-n // 3)}}
+        n = 3 * how["sampler"]["per_variant"]
+    else:
+        how = {"sampler": {"kind": sampler, "seed": 0}, "trials": n}
+    data = {"name": "bench", "space": space_data, "train": TRAIN, **how}
     study = load_study(data)
     url = f"sqlite:///{folder / f'e2e-{time.monotonic_ns()}.db'}"
     real_train, ob.train = ob.train, no_train
     stamps: list[float] = []
     try:
         t0 = time.perf_counter()
-        ostudy = ob.run_worker(study, url, folder / "e2e", n, on_trial=lambda s, t: (summarize(s),
+        ostudy = ob.run_worker(study, url, folder / "e2e", n, on_trial=lambda s, t, trials: (summarize(s, trials),
                                                                                   stamps.append(time.perf_counter())))
         total = time.perf_counter() - t0
     finally:
@@ -346,12 +364,10 @@ def main() -> None:
         folder = Path(tmp)
         spaces = {k: v for k, v in SPACES.items() if k.startswith("quickstart") or not args.only_quickstart}
         for name, data in spaces.items() if not args.skip_overhead else ():
-            for sampler in ("random", "tpe"):
-                if sampler == "tpe" and "no match" in name:
-                    continue
+            for sampler in _samplers(name):
                 report["overhead"].append({"space": name, "sampler": sampler,
                                            **components(data, sampler, args.trials, folder)})
-        for sampler in ("random", "tpe") if not args.skip_overhead else ():
+        for sampler in _samplers("quickstart") if not args.skip_overhead else ():
             report["end_to_end"].append({"space": "quickstart (3 choices, match)", "sampler": sampler,
                                          **end_to_end(QUICKSTART_SPACE, sampler, args.trials, folder)})
         if report["end_to_end"]:
@@ -377,16 +393,16 @@ def _print_overhead(report: dict, args) -> None:
     print(f"search overhead per trial, ms (SQLite store{' in WAL mode' if report['sqlite_wal'] else ', rollback journal'}, "
           f"{args.trials} trials; 'first'/'last': mean of the "
           f"first/last {max(1, min(20, args.trials // 5))} trials)")
-    print(f"{'space':38} {'sampler':7} {'sampling':>17} {'resolve':>17} {'storage':>17} {'scans':>17} "
+    print(f"{'space':38} {'sampler':16} {'sampling':>17} {'resolve':>17} {'storage':>17} {'scans':>17} "
           f"{'gc (not run)':>17}")
     for r in report["overhead"]:
         cells = [f"{r[k]['mean']:5.1f} ({r[k]['first']:.1f}→{r[k]['last']:.1f})" for k in
                  ("sampling", "resolve", "storage", "scans", "gc")]
-        print(f"{r['space']:38} {r['sampler']:7} " + " ".join(f"{c:>17}" for c in cells))
+        print(f"{r['space']:38} {r['sampler']:16} " + " ".join(f"{c:>17}" for c in cells))
     print()
     print("run_worker end to end with a no-op trainer, ms per trial (mean; first → last)")
     for r in report["end_to_end"]:
-        print(f"  {r['space']:38} {r['sampler']:7} {r['mean']:7.1f}   {r['first']:.1f} → {r['last']:.1f}"
+        print(f"  {r['space']:38} {r['sampler']:16} {r['mean']:7.1f}   {r['first']:.1f} → {r['last']:.1f}"
               f"   ({r['trials']} trials in the store)")
     trial = report.get("quickstart_trial_s")
     if trial:

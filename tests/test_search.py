@@ -54,6 +54,14 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 # --------------------------------------------------------------------------- helpers
 
 
+def _epochs_trained(run_dir: Path) -> int:
+    """Epochs a trial's run directory records (its metrics.jsonl, one line per epoch)."""
+    try:
+        return sum(1 for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
 def write_study(folder: Path, name: str = "study.yaml", **changes) -> Path:
     """The tiny study with top-level ``changes`` (``space=`` replaces keys of the space, ``None`` deletes)."""
     data = copy.deepcopy(TINY)
@@ -253,7 +261,7 @@ def test_kill_9_mid_search_then_rerun_finishes_the_budget(tmp_path):
             except Exception:  # not created yet, or the writer holds the lock
                 continue
             running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("claimed")
-                       and t.intermediate_values]  # training, at least one epoch reported
+                       and _epochs_trained(Path(t.user_attrs["run_dir"]))]
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             if complete and running:
                 snapshot = trials

@@ -107,7 +107,7 @@ def test_resume_runs_only_the_missing_trials(tmp_path):
     # a resumed run's third trial draws what a fresh run's third trial draws (the sampler is seeded per trial number)
     expected = sample_points(study, 3, make_sampler(study))[2][0]
     calls = []
-    ostudy = run_ray(study, url, tmp_path, 3, on_trial=lambda s, t: calls.append(t.number))
+    ostudy = run_ray(study, url, tmp_path, 3, on_trial=lambda s, t, trials: calls.append(t.number))
     assert count_trained(ostudy) == 3 and len(ostudy.trials) == 3 and calls == [2]
     assert ostudy.trials[2].params == expected
     assert len({t.user_attrs["key"] for t in ostudy.trials}) == 3

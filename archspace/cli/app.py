@@ -613,7 +613,7 @@ class _SearchView:
         self.progress.update(self.task, info=f"trial {number} epoch {row['epoch']}: "
                                              f"eval error {100 * row['eval_error']:.1f}%")
 
-    def on_trial(self, ostudy, trial) -> None:
+    def on_trial(self, ostudy, trial, trials=None) -> None:
         from ..search.optuna_backend import TRAINED, trial_status
         from ..search.runner import summarize
 
@@ -621,7 +621,7 @@ class _SearchView:
             print(trial_line(trial, trial_status(trial)), flush=True)
         if not self.enabled:
             return
-        s = summarize(ostudy)
+        s = summarize(ostudy, trials)
         c = s["counts"]
         done = sum(c.get(k, 0) for k in TRAINED)
         best = s["best"]

@@ -484,10 +484,10 @@ class ArchspaceSearch(OptunaSearch):
         st.ostudy.add_trial(optuna.trial.create_trial(
             state=ostate, values=values, params=params, distributions=dists, user_attrs=attrs,
             intermediate_values=intermediate or None))
-        frozen = next(t for t in reversed(st.ostudy.get_trials(deepcopy=False))
-                      if t.user_attrs.get("ray_trial_id") == ray_id)
+        trials = st.ostudy.get_trials(deepcopy=False)
+        frozen = next(t for t in reversed(trials) if t.user_attrs.get("ray_trial_id") == ray_id)
         if st.on_trial is not None:
-            st.on_trial(st.ostudy, frozen)
+            st.on_trial(st.ostudy, frozen, trials)
         return frozen
 
 
@@ -688,7 +688,7 @@ def _live_nodes() -> list[dict[str, float]]:
 
 
 def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, address: str | None = None,
-            on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+            on_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial, list], None] | None = None,
             on_epoch: Callable[[str, dict], None] | None = None,
             prepare: Callable[[], None] | None = None) -> optuna.Study:
     """Run Ray Tune trials until the study's store holds ``budget`` trained trials.
@@ -698,7 +698,8 @@ def run_ray(study: Study, storage_url: str, run_dir: Path, budget: int, *, addre
         address: the Ray cluster this machine is a node of (``auto``, ``host:6379``); ``None``
             starts Ray on this machine. A Ray session already open in this process is used as
             it is (and left open).
-        on_trial: called with (Optuna study, frozen trial) after each trial is written.
+        on_trial: called with (Optuna study, frozen trial, the study's trials as just read)
+            after each trial is written.
         on_epoch: called with (Ray trial id, epoch metrics) as epochs are reported.
         prepare: called once Ray is reached and the resources are checked, before the store
             is opened (the caller writes its run directory there).

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import optuna
 
@@ -213,12 +213,14 @@ def spawn_workers(argv: list[str], n: int, storage: str, devices: list[str | Non
     return procs
 
 
-def trial_records(ostudy: optuna.Study) -> list[dict[str, Any]]:
-    """One plain record per trial (what analysis and ``--format json`` use)."""
+def trial_records(ostudy: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None
+                  ) -> list[dict[str, Any]]:
+    """One plain record per trial (what analysis and ``--format json`` use); ``trials``: the
+    study's trials as just read, if the caller has them (else read here)."""
     from .optuna_backend import trial_status
 
     rows = []
-    for t in ostudy.get_trials(deepcopy=False):
+    for t in ostudy.get_trials(deepcopy=False) if trials is None else trials:
         a = t.user_attrs
         rows.append({
             "number": t.number, "status": trial_status(t), "values": t.values, "params": t.params,
@@ -230,10 +232,11 @@ def trial_records(ostudy: optuna.Study) -> list[dict[str, Any]]:
     return rows
 
 
-def summarize(ostudy: optuna.Study) -> dict[str, Any]:
+def summarize(ostudy: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial] | None = None) -> dict[str, Any]:
     """Counts per status, the best completed trial, the size spread of the trained networks
-    and every trial's record. Duplicates count as such, never as results."""
-    records = trial_records(ostudy)
+    and every trial's record (of ``trials``, the study's trials as just read, if given).
+    Duplicates count as such, never as results."""
+    records = trial_records(ostudy, trials)
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
