@@ -51,6 +51,7 @@ from pathlib import Path
 import optuna
 import yaml
 
+from archspace._cpus import share
 from archspace.search import optuna_backend as ob
 from archspace.search.runner import summarize
 from archspace.search.space import load_space
@@ -229,9 +230,10 @@ def end_to_end(space_data: dict, sampler: str, n: int, folder: Path) -> dict:
 def quickstart_trial_s(folder: Path) -> dict[str, float]:
     """Wall seconds of a trial of studies/quickstart.yaml as the search trains it (full recipe:
     digits, 6 epochs), in this process, with the threads ``archspace search`` gives its one
-    worker (every core): one trial per layout (the first trainable sampled point of each), since
-    the quickstart trains as many of each and their times differ (C-C-C-C is the slowest). A
-    1-epoch warm-up run goes first: the process's first training pays one-off costs."""
+    worker (its whole thread budget: OMP_NUM_THREADS, else the usable cores): one trial per
+    layout (the first trainable sampled point of each), since the quickstart trains as many of
+    each and their times differ (C-C-C-C is the slowest). A 1-epoch warm-up run goes first: the
+    process's first training pays one-off costs."""
     import torch
 
     from archspace.search.runner import sample_points
@@ -244,7 +246,7 @@ def quickstart_trial_s(folder: Path) -> dict[str, float]:
         if reason is None and values[choice] not in points:
             points[values[choice]] = point
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(share(1))
     times = {}
     try:  # the process's first training pays one-off costs (kernel set-up, first data load): not any layout's
         first = next(iter(points.values()))
@@ -274,10 +276,6 @@ def process_start_s() -> tuple[float, float]:
 
 
 # -- part 2: real trials per hour ----------------------------------------------------------------
-
-LAUNCH_WITH_CPUS = ("import os, sys; os.cpu_count = lambda: int(os.environ['BENCH_CPUS']); "
-                    "sys.argv[0] = 'archspace'; from archspace.cli.app import main; main()")
-
 
 def _trained_span(url: str) -> tuple[int, float]:
     study = optuna.load_study(study_name="bench-real", storage=url)
@@ -312,9 +310,8 @@ def real_run(folder: Path, trials: int, workers: int, mode: str) -> dict:
     else:
         env = dict(os.environ)
         cmd = [exe, "search", *base]
-        if mode == "procs":
-            env["BENCH_CPUS"] = str(max(1, (os.cpu_count() or 1) // workers))
-            cmd = [sys.executable, "-c", LAUNCH_WITH_CPUS, "search", *base]
+        if mode == "procs":  # each process's thread budget (archspace._cpus): its share of the cores
+            env["OMP_NUM_THREADS"] = str(share(workers))
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)]
         if workers > 1:  # start the others once the first has created the study (see the schema race)
             deadline = time.time() + 60

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,10 @@ def spec_file(tmp_path):
 
 
 def pytest_configure(config):
-    # One intra-op thread per test process: the suite runs on two xdist workers (2 cores).
+    # One intra-op thread per test process: the suite runs on two xdist workers (2 cores). The
+    # searches and ranks the tests start (in process or not) take archspace's thread budget,
+    # OMP_NUM_THREADS, unless a test sets another.
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)

@@ -68,7 +68,7 @@ def test_fp32_and_bf16_training_on_the_cpu_both_learn(tmp_path, data, precision)
     assert result.status == "complete"
     # a ConvNeXt has depthwise convolutions: channels-last on the cpu too (device.for_network)
     assert result.device == {"device": "cpu", "precision": precision, "channels_last": True, "compile": False,
-                             "processes": 1}
+                             "processes": 1, "threads": torch.get_num_threads()}
     assert result.final["eval_error"] < 0.4  # 4 classes: chance is 0.75
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     summary = json.loads((tmp_path / precision / "summary.json").read_text())

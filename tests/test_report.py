@@ -304,7 +304,7 @@ def test_a_real_tpe_study_with_a_pruner_reports_its_bias_and_counts(tmp_path):
     try:
         search(load_study(path), run_dir=run)
     finally:
-        torch.set_num_threads(threads)  # the search takes every core; the suite runs one thread per worker
+        torch.set_num_threads(threads)  # the search sets its thread budget; the suite runs one thread per worker
     report = build_report(run)
     text = markdown(report)
     pruned = [t for t in optuna.load_study(study_name="tiny-tpe", storage=f"sqlite:///{run / 'study.db'}").trials

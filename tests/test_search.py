@@ -1,10 +1,10 @@
 """``archspace search`` end to end: real SQLite (and, where available, PostgreSQL) storage, real
 training of tiny networks on synthetic data, real processes killed with SIGKILL. No mocks.
 
-Every search runs as its own process (as a user runs it). The processes get
-``OMP_WAIT_POLICY=PASSIVE``: the search sets torch's thread count to every core, and with two
-searches (or two pytest workers) on two cores, OpenMP's spinning threads slow the transformer
-stages down by 20-30x; passive waiting keeps the suite's time predictable.
+Every search runs as its own process (as a user runs it), with the suite's thread budget
+(``OMP_NUM_THREADS=1``, set in conftest: two pytest workers on two cores) and
+``OMP_WAIT_POLICY=PASSIVE``: with more threads than cores, OpenMP's spinning threads slow the
+transformer stages down by 20-30x; passive waiting keeps the suite's time predictable.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def write_study(folder: Path, name: str = "study.yaml", **changes) -> Path:
     return path
 
 
-def run_search(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(EXE), "search", *map(str, args)], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+def run_search(*args, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(EXE), "search", *map(str, args)], capture_output=True, text=True,
+                          env={**ENV, **env}, timeout=timeout)
 
 
 def start_search(*args) -> subprocess.Popen:
@@ -349,12 +349,17 @@ def test_two_processes_train_four_different_points(two_processes):
     assert len({t.user_attrs["key"] for t in done}) == 4
 
 
-def test_workers_flag_runs_the_budget_exactly_once(tmp_path):
+def test_workers_flag_runs_the_budget_exactly_once_each_worker_on_its_share_of_the_cores(tmp_path):
     study_file = write_study(tmp_path, trials=4, train={**TINY["train"], "epochs": 1})
-    result = run_search(study_file, "--out", tmp_path / "out", "--workers", "2", "--format", "json")
+    result = run_search(study_file, "--out", tmp_path / "out", "--workers", "2", "--format", "json",
+                        OMP_NUM_THREADS="4")                             # a budget of 4 threads: 2 per worker
     summary = assert_ok(result)
     assert sum(summary["counts"].get(s, 0) for s in TRAINED) == 4
-    assert len(trained(load(sqlite_url(tmp_path / "out" / "study.db")))) == 4
+    done = trained(load(sqlite_url(tmp_path / "out" / "study.db")))
+    assert len(done) == 4
+    for t in done:
+        run = json.loads((Path(t.user_attrs["run_dir"]) / "summary.json").read_text())
+        assert run["device"]["threads"] == 2, (t.user_attrs["owner"], run["device"])
 
 
 # --------------------------------------------------------------------------- (4) divergence

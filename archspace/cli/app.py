@@ -438,8 +438,9 @@ def _launch_ranks(nproc: int, run_dir: Path, add_out: bool) -> int:
         args += ["--out", str(run_dir)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "archspace.cli.app", *args]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS",
-                                                          str(max(1, (os.cpu_count() or 1) // nproc))))
+    from .._cpus import share
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(share(nproc)))
     code = subprocess.run(cmd, env=env).returncode
     if code != 0:
         return code

@@ -17,7 +17,6 @@ epoch and the step.
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Iterator
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .._cpus import usable_cpus
 from ..errors import Problem, SpecError
 from ._base import DATA_DIR, DataBundle, one_line
 from ._decode import eval_crop, random_crop
@@ -52,11 +52,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 def default_workers() -> int:
     """Loader worker processes when ``train.loader_workers`` is unset: the CPUs this process
     may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    return max(1, min(8, usable_cpus()))
 
 
 class _EpochSampler:

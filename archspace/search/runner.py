@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import optuna
 
+from .._cpus import share
 from ..errors import SpecError
 from .space import Point
 from .study import Study
@@ -204,8 +205,7 @@ def spawn_workers(argv: list[str], n: int, storage: str, devices: list[str | Non
     exe = [sys.executable, "-m", "archspace.cli.app", "search"]
     procs = []
     for i in range(n):
-        env = dict(os.environ, ARCHSPACE_WORKER="1", OMP_WAIT_POLICY="PASSIVE",
-                   OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (n + 1))))
+        env = dict(os.environ, ARCHSPACE_WORKER="1", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(share(n + 1)))
         if devices and devices[i]:
             env[DEVICE_ENV] = devices[i]
         procs.append(subprocess.Popen([*exe, *argv, "--workers", "1", "--storage", storage, "--format", "json"],
@@ -301,7 +301,7 @@ def search(study: Study, *, run_dir: Path, storage: str | None = None, trials: i
     write_manifest(run_dir, url, study.name)
     run_dir = run_dir.resolve()  # trial records name their directories absolutely
     procs = spawn_workers(argv or [], workers - 1, url, dealt[1:]) if workers > 1 else []
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))  # with ranks per trial: each rank's, set at launch
+    threads = share(workers)  # a started worker's budget is its share; with ranks per trial: each rank's, set at launch
     import torch
 
     torch.set_num_threads(threads)

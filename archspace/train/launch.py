@@ -24,6 +24,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import Any, Callable
 
+from .._cpus import share
 from ..errors import Problem, SpecError
 from ..spec import NetworkSpec
 from .config import TrainConfig
@@ -59,7 +60,7 @@ def train_ranks(spec: NetworkSpec, config: TrainConfig, out_dir: str | Path, *, 
                                    "train": config.model_dump(mode="json"), "out": str(out_dir), "resume": resume}))
         host, port = listener.address
         env = dict(os.environ, **{LINK_ENV: f"{host}:{port}:{key.hex()}"},
-                   OMP_NUM_THREADS=str(threads or max(1, (os.cpu_count() or 1) // nproc)))
+                   OMP_NUM_THREADS=str(threads or share(nproc)))
         if visible_devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = visible_devices
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",

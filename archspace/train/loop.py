@@ -314,7 +314,7 @@ class Trainer:
             if stop and self.epoch < self.config.epochs:
                 status = "pruned"  # a stop after the last epoch changes nothing: the run is complete
                 break
-        device = {**self.settings.as_dict(), "processes": self.ranks.world}
+        device = {**self.settings.as_dict(), "processes": self.ranks.world, "threads": torch.get_num_threads()}
         result = TrainResult(status, self.epoch, list(self.history), diverged_epoch, self.params, self.flops,
                              str(self.out_dir) if self.out_dir else None, data_summary(self.bundle), device)
         if self.out_dir is not None and self.main:
