@@ -64,6 +64,28 @@ def test_digits_shapes_and_values():
     assert int(ours.max()) == 255 and int(ours.min()) == 0
 
 
+def test_digits_are_read_from_scikit_learns_file_without_importing_it(monkeypatch):
+    """scikit-learn's import takes ~2 s (each search process paid it before its first digits
+    trial): its bundled file is read directly, to the same images and labels, in its order."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from archspace.data import digits
+
+    code = ("import sys; from archspace.data.digits import _raw, _digits_file; _raw(); "
+            "assert _digits_file() is not None; print(sorted(m for m in sys.modules if m.startswith('sklearn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", (out.stdout, out.stderr[-2000:])
+    reference = load_digits()
+    table = digits._table()
+    assert np.array_equal(table[:, :-1], reference.data) and np.array_equal(table[:, -1], reference.target)
+    # a scikit-learn without the file at that place: its own loader, to the same table
+    monkeypatch.setattr(digits, "DIGITS_FILE", ("datasets", "data", "no-such-file.csv.gz"))
+    assert digits._digits_file() is None and np.array_equal(digits._table(), table)
+
+
 def test_digits_resized_and_replicated():
     small = load_data("digits", size=8, channels=1)
     big = load_data("digits", size=20, channels=3)

@@ -29,17 +29,46 @@ def describe_digits(*, data_dir: str | Path | None = None, **options: Any) -> Da
     return DataInfo("digits", NUM_CLASSES, train_images=sum(n - held_out(n, VAL_FRACTION) for n in CLASS_COUNTS))
 
 
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")  # in scikit-learn's package folder
+DIGITS_SHAPE = (1797, 65)  # 64 pixels (0..16) and the label per row
+
+
+def _digits_file() -> Path | None:
+    """scikit-learn's digits file, found without importing scikit-learn (whose import takes
+    ~2 s: a search process would pay it before its first digits trial); ``None`` when not there."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise problem(DATA, SKLEARN_MISSING)
+    for root in spec.submodule_search_locations or ():
+        path = Path(root).joinpath(*DIGITS_FILE)
+        if path.is_file():
+            return path
+    return None
+
+
+def _table():
+    """The digits as scikit-learn's ``load_digits`` reads them: a float array, 64 pixels and
+    the label per row (read from its file, else through scikit-learn)."""
+    import numpy as np
+
+    path = _digits_file()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",")
+        if table.shape == DIGITS_SHAPE:
+            return table
+    from sklearn.datasets import load_digits as sklearn_digits  # the file moved: ask scikit-learn
+
+    digits = sklearn_digits()
+    return np.column_stack([digits.data, digits.target])
+
+
 @lru_cache(maxsize=1)
 def _raw() -> tuple[torch.Tensor, torch.Tensor]:
     """All digits as ``uint8`` ``(1797, 1, 8, 8)`` in 0..255, and their labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise problem(DATA, SKLEARN_MISSING) from None
-    digits = load_digits()
-    pixels = torch.as_tensor(digits.data, dtype=torch.float64).reshape(-1, 1, 8, 8)
+    table = _table()
+    pixels = torch.as_tensor(table[:, :-1], dtype=torch.float64).reshape(-1, 1, 8, 8)
     images = (pixels * (255.0 / 16.0)).round_().clamp_(0, 255).to(torch.uint8)
-    labels = torch.as_tensor(digits.target, dtype=torch.int64)
+    labels = torch.as_tensor(table[:, -1].astype("int64"))
     return images, labels
 
 
