@@ -47,15 +47,14 @@ class Network(nn.Module):
     def __init__(self, lowered: Lowered):
         super().__init__()
         spec = lowered.spec
-        graph = lowered.graph
         self.spec = spec
-        self.stem = STEMS[spec.stem.kind].build(spec.stem, graph.nodes["stem"]["shape_in"], [])
+        self.stem = STEMS[spec.stem.kind].build(spec.stem, lowered.node("stem")["shape_in"], [])
         rates = drop_path_rates(spec)
         self.stages = nn.ModuleList(
-            STAGES[stage.block].build(stage, graph.nodes[f"stages[{i}]"]["shape_in"], rates[i])
+            STAGES[stage.block].build(stage, lowered.node(f"stages[{i}]")["shape_in"], rates[i])
             for i, stage in enumerate(spec.stages)
         )
-        last = graph.nodes[f"stages[{len(spec.stages) - 1}]"]["shape"]
+        last = lowered.node(f"stages[{len(spec.stages) - 1}]")["shape"]
         self.head = Head(spec.head, last.channels, spec.num_classes)
         self.num_classes = spec.num_classes
         self.num_features = last.channels
@@ -65,8 +64,8 @@ class Network(nn.Module):
         self.class_only = (spec.head.pool == "cls" and last.prefix > 0
                            and getattr(self.stages[-1], "supports_class_only", False))
         self.feature_info = [
-            {"num_chs": graph.nodes[n]["shape"].channels,
-             "reduction": spec.input.size // graph.nodes[n]["shape"].height,
+            {"num_chs": lowered.node(n)["shape"].channels,
+             "reduction": spec.input.size // lowered.node(n)["shape"].height,
              "module": f"stages.{i}"}
             for i, n in enumerate(lowered.stage_nodes)
         ]

@@ -61,6 +61,14 @@ class Lowered:
             object.__setattr__(self, "_graph", graph)
         return graph
 
+    def node(self, path: str) -> dict:
+        """One part's attributes (``stem``, ``stages[2]``, ...): what :attr:`graph` holds for it,
+        without building the graph (networkx's import alone takes ~0.3 s)."""
+        for data in self.nodes:
+            if data["path"] == path:
+                return data
+        raise KeyError(path)
+
     @property
     def stage_nodes(self) -> list[str]:
         return [f"stages[{i}]" for i in range(len(self.spec.stages))]
