@@ -201,7 +201,7 @@ file that exists in another mode is left in it. ``1``: every SQLite store is swi
 def _sqlite_pragmas() -> Callable[[Any, Any], None]:
     """A connect hook: a store in write-ahead-log mode (see :func:`_prepare_store_file`) is synced at
     checkpoints rather than at every commit. A commit then costs ~1 ms instead of ~3-5 (a
-    trial makes ~25). Committed data survives a killed process; an OS crash or power loss may
+    trial makes ~17). Committed data survives a killed process; an OS crash or power loss may
     lose the last commits but never corrupts the file. While processes have
     the store open, recent commits live in ``study.db-wal`` beside it (with ``study.db-shm``);
     the last connection to close writes them into ``study.db`` and removes both, so a finished
