@@ -17,7 +17,8 @@ from an Optuna study in a SQLite file and split into
               trial (``run_worker`` passes ``gc_after_trial=False``: shown, not counted)
 
 and, end to end, ``run_worker`` on the quickstart's space (the real per-trial loop: heartbeats,
-stale-trial checks, claims, callbacks) with the trainer replaced by a no-op. That per-trial
+stale-trial checks, claims, callbacks) with the trainer replaced by a no-op (``--repeats`` runs per
+sampler, interleaved, since this machine's load drifts: the median run is shown, with the range). That per-trial
 overhead, plus the process start shared by the quickstart's trials, is shown as a share of one
 quickstart trial (studies/quickstart.yaml trained once here, or ``--quickstart-s``), split into
 the parts above plus 'other' (what they leave out: Optuna's per-trial bookkeeping, heartbeat
@@ -342,6 +343,8 @@ def real_run(folder: Path, trials: int, workers: int, mode: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=150, help="trials per overhead measurement (part 1)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="end-to-end runs per sampler, interleaved; the median is reported (with min-max)")
     ap.add_argument("--real-trials", type=int, default=8, help="1-epoch trials per real run (part 2)")
     ap.add_argument("--skip-real", action="store_true", help="part 1 only")
     ap.add_argument("--skip-overhead", action="store_true", help="part 2 only")
@@ -370,9 +373,16 @@ def main() -> None:
             for sampler in _samplers(name):
                 report["overhead"].append({"space": name, "sampler": sampler,
                                            **components(data, sampler, args.trials, folder)})
-        for sampler in _samplers("quickstart") if not args.skip_overhead else ():
-            report["end_to_end"].append({"space": "quickstart (3 choices, match)", "sampler": sampler,
-                                         **end_to_end(QUICKSTART_SPACE, sampler, args.trials, folder)})
+        runs: dict[str, list[dict]] = {}
+        for _ in range(args.repeats) if not args.skip_overhead else ():  # interleaved: the machine's load drifts
+            for sampler in _samplers("quickstart"):
+                runs.setdefault(sampler, []).append(end_to_end(QUICKSTART_SPACE, sampler, args.trials, folder))
+        for sampler, rs in runs.items():
+            means = [r["mean"] for r in rs]
+            middle = sorted(rs, key=lambda r: r["mean"])[len(rs) // 2]
+            report["end_to_end"].append({"space": "quickstart (3 choices, match)", "sampler": sampler, **middle,
+                                         "mean": statistics.median(means), "min": min(means), "max": max(means),
+                                         "repeats": len(rs)})
         if report["end_to_end"]:
             per_layout = {"given": args.quickstart_s} if args.quickstart_s else quickstart_trial_s(folder)
             report["quickstart_trial_s_per_layout"] = per_layout
@@ -403,10 +413,11 @@ def _print_overhead(report: dict, args) -> None:
                  ("sampling", "resolve", "storage", "scans", "gc")]
         print(f"{r['space']:38} {r['sampler']:16} " + " ".join(f"{c:>17}" for c in cells))
     print()
-    print("run_worker end to end with a no-op trainer, ms per trial (mean; first → last)")
+    print("run_worker end to end with a no-op trainer, ms per trial (median over runs of each run's mean, "
+          "min–max; first → last of the median run)")
     for r in report["end_to_end"]:
-        print(f"  {r['space']:38} {r['sampler']:16} {r['mean']:7.1f}   {r['first']:.1f} → {r['last']:.1f}"
-              f"   ({r['trials']} trials in the store)")
+        print(f"  {r['space']:38} {r['sampler']:16} {r['mean']:7.1f}  ({r['min']:.1f}–{r['max']:.1f} over "
+              f"{r['repeats']} runs)   {r['first']:.1f} → {r['last']:.1f}   ({r['trials']} trials in the store)")
     trial = report.get("quickstart_trial_s")
     if trial:
         _print_share(report, trial)
@@ -433,7 +444,8 @@ def _print_share(report: dict, trial: float) -> None:
         comp = next((c for c in report["overhead"] if c["space"] == r["space"] and c["sampler"] == r["sampler"]), None)
         total = r["mean"] + start_ms
         share = 100 * total / 1e3 / trial
-        print(f"  {r['sampler']} ({r['space']}, mean over {r['trials']} trials; last {r['last']:.1f} ms)")
+        print(f"  {r['sampler']} ({r['space']}, median of {r['repeats']} runs of {r['trials']} trials: "
+              f"{r['min']:.1f}–{r['max']:.1f} ms)")
         if comp is not None:
             split = {k: comp[k]["mean"] for k in parts}
             split["other"] = r["mean"] - sum(split.values())
