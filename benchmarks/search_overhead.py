@@ -266,20 +266,27 @@ def process_start_s() -> tuple[float, float]:
     (CLI, Optuna backend, torch) and the quickstart's data loaded once (digits, at its input
     size) before its first trial, once per process, not per trial; and of that, the interpreter,
     ``import torch`` and torch's first optimizer (whose construction imports ``torch._dynamo``,
-    ~1.8 s): what any PyTorch training process pays."""
-    def best(code: str) -> float:
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True)
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    ~1.8 s): what any PyTorch training process pays. Five pairs, the two commands alternated;
+    archspace's share is the median of the pairs' differences (this machine's drift is larger
+    than that share, so two separate minimums can even differ the wrong way)."""
+    def wall(code: str) -> float:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - t0
 
     data = yaml.safe_load(QUICKSTART.read_text())
     load = f"load_data({data['train']['data']!r}, size={int(data['space']['set']['input.size'])})"
     optimizer = "torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"
-    return (best(f"import archspace.cli.app, archspace.search.optuna_backend, archspace.train, torch; "
-                 f"from archspace.data import load_data; {load}; {optimizer}"), best(f"import torch; {optimizer}"))
+    ours = (f"import archspace.cli.app, archspace.search.optuna_backend, archspace.train, torch; "
+            f"from archspace.data import load_data; {load}; {optimizer}")
+    theirs = f"import torch; {optimizer}"
+    pairs = []
+    for i in range(5):
+        first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
+        a, b = wall(first), wall(second)
+        pairs.append((a, b) if i % 2 == 0 else (b, a))
+    torch_s = statistics.median(t for _, t in pairs)
+    return torch_s + statistics.median(o - t for o, t in pairs), torch_s
 
 
 # -- part 2: real trials per hour ----------------------------------------------------------------
