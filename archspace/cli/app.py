@@ -346,13 +346,9 @@ def train(
         if init is not None and not init.is_file():
             raise SpecError.single("--init", f"no file {init}")
         network = load_spec(spec, set_, size)  # every check so far needs no torch: a typo is answered at once
-        import torch
-
-        from .._cpus import thread_budget
         from ..train.loop import check_config, settings_of, train as train_run
 
         settings_of(config)  # a device setting this machine cannot run: before any data is loaded
-        torch.set_num_threads(thread_budget())  # a rank started by --nproc: its share (docs/devices.md, Cores)
         bundle = load_data(config.data, size=network.input.size, channels=network.input.channels,
                            data_dir=config.data_dir, loader=config.loader)
         check_config(config, bundle, max(nproc, ranks.world))
