@@ -24,7 +24,6 @@ fresh run draws the same points as its dry run.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -42,6 +41,7 @@ from optuna.trial import TrialState
 
 from .. import __version__
 from ..errors import SpecError
+from ._rdb import Store, set_trial_user_attrs
 from .rundir import STORE_APPLICATION_ID, sqlite_file
 from .space import Point
 from .study import Study
@@ -247,7 +247,7 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 8) -> RDBStor
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                return Store(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                   heartbeat_stale_trial_callback=retry_trial)
         except Exception as exc:
             if attempt == attempts - 1 or not _lost_schema_race(exc):
@@ -312,61 +312,6 @@ def close_storage(storage: Any) -> None:
     backend = getattr(storage, "_backend", storage)
     if isinstance(backend, RDBStorage):
         backend.engine.dispose()
-
-
-def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
-                         intermediate: dict[int, float] | None = None) -> None:
-    """Write several user attributes of a running trial, and its ``intermediate`` values (epoch
-    -> value, what ``trial.report`` writes), in one storage transaction (Optuna's
-    ``set_trial_user_attr`` and ``set_trial_intermediate_value`` commit each on its own: ~2-5 ms
-    apiece on SQLite). All or none are written; a finished trial raises
-    :class:`optuna.exceptions.UpdateFinishedTrialError`, as Optuna's setters do. Storages
-    other than Optuna's RDB one get one call per key and step."""
-    intermediate = intermediate or {}
-    if not attrs and not intermediate:
-        return
-    backend = getattr(storage, "_backend", storage)  # optuna's _CachedStorage wraps the RDBStorage
-    dialect = backend.engine.name if isinstance(backend, RDBStorage) else None
-    upsert = dialect in ("sqlite", "postgresql", "mysql") and not (dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 24))
-    try:  # Optuna's own tables and session helper (private): where they moved, one call per key
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-        from sqlalchemy.dialects import mysql, postgresql, sqlite
-
-        models.TrialUserAttributeModel, models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-        models.TrialModel.find_or_raise_by_id, backend.check_trial_is_updatable
-    except (ImportError, AttributeError):
-        upsert = False
-    if not upsert:  # no upsert statement: as Optuna does it
-        for key, value in attrs.items():
-            storage.set_trial_user_attr(trial_id, key, value)
-        for step, value in intermediate.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        return
-
-    def statement(model, rows: list[dict], keys: list, values: list[str]):
-        if dialect == "mysql":
-            stmt = mysql.insert(model).values(rows)
-            return stmt.on_duplicate_key_update({v: stmt.inserted[v] for v in values})
-        stmt = (sqlite if dialect == "sqlite" else postgresql).insert(model).values(rows)
-        return stmt.on_conflict_do_update(index_elements=keys, set_={v: stmt.excluded[v] for v in values})
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        state = models.TrialModel.find_or_raise_by_id(trial_id, session).state
-        backend.check_trial_is_updatable(trial_id, state)
-        if attrs:
-            model = models.TrialUserAttributeModel
-            rows = [{"trial_id": trial_id, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items()]
-            session.execute(statement(model, rows, [model.trial_id, model.key], ["value_json"]))
-        if intermediate:
-            model = models.TrialIntermediateValueModel
-            rows = []
-            for step, value in sorted(intermediate.items()):
-                stored, kind = model.intermediate_value_to_stored_repr(float(value))
-                rows.append({"trial_id": trial_id, "step": int(step), "intermediate_value": stored,
-                             "intermediate_value_type": kind})
-            session.execute(statement(model, rows, [model.trial_id, model.step],
-                                      ["intermediate_value", "intermediate_value_type"]))
 
 
 def set_user_attrs(trial: optuna.trial.Trial, intermediate: dict[int, float] | None = None, **attrs: Any) -> None:

@@ -1,0 +1,128 @@
+"""The store's lean trial reads (``archspace.search._rdb.Store``) give back exactly what
+Optuna's own RDB storage reads from the same file: every kind of parameter, objective value,
+intermediate value, attribute and state, through every filter a search uses."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from archspace.search import _rdb
+from archspace.search import optuna_backend as ob
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # ask/tell outside optimize
+
+NAN = "nan"
+
+
+def _comparable(t: optuna.trial.FrozenTrial) -> dict:
+    """A trial's fields, NaN made comparable (it is never equal to itself)."""
+    fields = {name.lstrip("_"): value for name, value in vars(t).items()}
+    fields["intermediate_values"] = {k: NAN if math.isnan(v) else v for k, v in t.intermediate_values.items()}
+    return fields
+
+
+def _fill(study: optuna.Study) -> None:
+    """Trials in every state, with every kind of parameter, value and attribute."""
+    for i in range(4):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_float("wd", 0.0, 1.0, step=0.25)
+        trial.suggest_int("depth", 1, 8)
+        trial.suggest_int("width", 32, 256, step=32)
+        trial.suggest_categorical("layout", ["C-C-T-T", None, True, 3, 0.5])
+        trial.set_user_attr("spec", {"stages": [{"width": 64, "depth": i}], "name": f"t{i}", "none": None})
+        trial.storage.set_trial_system_attr(trial._trial_id, "grid_id", i)
+        for step, value in enumerate((0.5, math.inf, -math.inf, math.nan)):
+            trial.storage.set_trial_intermediate_value(trial._trial_id, step, value)  # (report: one objective only)
+        if i == 0:
+            study.tell(trial, [0.25, math.inf])
+        elif i == 1:
+            study.tell(trial, [-math.inf, 3.0])
+        elif i == 2:
+            study.tell(trial, state=TrialState.FAIL)
+        # trial 3 stays running
+    study.enqueue_trial({"lr": 1e-3, "depth": 2})                          # taken by the next ask
+    ob.set_user_attrs(study.ask(), {1: 0.125, 2: math.nan}, status="x")    # running, batched write
+    study.enqueue_trial({"lr": 1e-2}, user_attrs={"queued": True})         # waiting
+
+
+@pytest.fixture
+def stores(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    ours = ob.open_storage(url)
+    study = optuna.create_study(storage=ours, study_name="s", directions=["minimize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    _fill(study)
+    return ours, RDBStorage(url), study._study_id
+
+
+def test_store_is_used_by_open_storage(tmp_path):
+    assert isinstance(ob.open_storage(f"sqlite:///{tmp_path / 'a.db'}"), _rdb.Store)
+
+
+def test_every_trial_reads_back_as_optuna_reads_it(stores):
+    ours, theirs, sid = stores
+    mine, optunas = ours.get_all_trials(sid), theirs.get_all_trials(sid)
+    assert [t.state for t in optunas] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL,
+                                          TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert [_comparable(t) for t in mine] == [_comparable(t) for t in optunas]
+    assert mine[0].values == [0.25, math.inf] and set(mine[0].params) == {"lr", "wd", "depth", "width", "layout"}
+    assert mine[0].datetime_start is not None and mine[0].datetime_complete is not None
+    for t in optunas:
+        assert _comparable(ours.get_trial(t._trial_id)) == _comparable(t)
+
+
+@pytest.mark.parametrize("states", [None, (), (TrialState.RUNNING,), (TrialState.COMPLETE, TrialState.FAIL),
+                                    (TrialState.WAITING,)])
+@pytest.mark.parametrize("included, greater", [(set(), -1), (set(), 2), ({1, 3}, 2), ({1, 5}, 4), ({2}, -1)])
+def test_filtered_reads_equal_optunas(stores, states, included, greater):
+    # the filters Optuna's per-process cache uses: unfinished ids, and ids above the last finished one
+    ours, theirs, sid = stores
+    mine = ours._get_trials(sid, states, included, greater)
+    optunas = RDBStorage._get_trials(theirs, sid, states, included, greater)
+    assert [_comparable(t) for t in mine] == [_comparable(t) for t in optunas]
+
+
+def test_reads_in_chunks_equal_one_read(stores, monkeypatch):
+    ours, theirs, sid = stores
+    monkeypatch.setattr(_rdb, "ID_CHUNK", 2)  # 7 trials: four chunks of ids
+    assert [_comparable(t) for t in ours.get_all_trials(sid)] == [_comparable(t) for t in theirs.get_all_trials(sid)]
+
+
+def test_missing_trial_or_study_raises_as_optuna_does(stores):
+    ours, theirs, sid = stores
+    for storage in (ours, theirs):
+        with pytest.raises(KeyError):
+            storage.get_trial(10_000)
+        with pytest.raises(KeyError):
+            storage.get_all_trials(sid + 100)
+
+
+def test_without_the_prebuilt_statements_optunas_own_reads_and_writes_are_used(stores, monkeypatch):
+    # another Optuna version whose tables differ: the same answers, the slower way
+    ours, theirs, sid = stores
+    monkeypatch.setattr(_rdb, "_statements", lambda: None)
+    fresh = ob.open_storage(theirs.url)
+    assert [_comparable(t) for t in fresh.get_all_trials(sid)] == [_comparable(t) for t in theirs.get_all_trials(sid)]
+    running = fresh.get_all_trials(sid, states=(TrialState.RUNNING,))[-1]
+    _rdb.set_trial_user_attrs(fresh, running._trial_id, {"status": "y"}, {3: 0.75})
+    again = theirs.get_trial(running._trial_id)
+    assert again.user_attrs["status"] == "y" and again.intermediate_values[3] == 0.75
+
+
+def test_a_search_reads_its_own_writes(tmp_path):
+    # a trial's attributes written in one transaction are seen by the next read of this process
+    storage = ob.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    ob.set_user_attrs(trial, {1: 0.5}, key="abc", claimed=True)
+    (t,) = study.get_trials(deepcopy=False)
+    assert t.user_attrs == {"key": "abc", "claimed": True} and t.intermediate_values == {1: 0.5}
+    study.tell(trial, 0.1)
+    (t,) = study.get_trials(deepcopy=False)
+    assert t.state == TrialState.COMPLETE and t.value == 0.1
