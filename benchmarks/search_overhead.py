@@ -266,27 +266,23 @@ def process_start_s() -> tuple[float, float]:
     (CLI, Optuna backend, torch) and the quickstart's data loaded once (digits, at its input
     size) before its first trial, once per process, not per trial; and of that, the interpreter,
     ``import torch`` and torch's first optimizer (whose construction imports ``torch._dynamo``,
-    ~1.8 s): what any PyTorch training process pays. Five pairs, the two commands alternated;
-    archspace's share is the median of the pairs' differences (this machine's drift is larger
-    than that share, so two separate minimums can even differ the wrong way)."""
-    def wall(code: str) -> float:
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        return time.perf_counter() - t0
-
+    ~1.8 s): what any PyTorch training process pays. Median of five processes; archspace's
+    share is timed inside each process, after torch's part (what archspace adds to a PyTorch
+    trainer; the difference of two processes' wall times is swamped by this machine's drift)."""
     data = yaml.safe_load(QUICKSTART.read_text())
     load = f"load_data({data['train']['data']!r}, size={int(data['space']['set']['input.size'])})"
-    optimizer = "torch.optim.AdamW([torch.zeros(1, requires_grad=True)])"
-    ours = (f"import archspace.cli.app, archspace.search.optuna_backend, archspace.train, torch; "
-            f"from archspace.data import load_data; {load}; {optimizer}")
-    theirs = f"import torch; {optimizer}"
-    pairs = []
-    for i in range(5):
-        first, second = (ours, theirs) if i % 2 == 0 else (theirs, ours)
-        a, b = wall(first), wall(second)
-        pairs.append((a, b) if i % 2 == 0 else (b, a))
-    torch_s = statistics.median(t for _, t in pairs)
-    return torch_s + statistics.median(o - t for o, t in pairs), torch_s
+    code = ("import time; t0 = time.perf_counter(); import torch; "
+            "torch.optim.AdamW([torch.zeros(1, requires_grad=True)]); t1 = time.perf_counter(); "
+            "import archspace.cli.app, archspace.search.optuna_backend, archspace.train; "
+            f"from archspace.data import load_data; {load}; print(time.perf_counter() - t1)")
+    walls, ours = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        walls.append(time.perf_counter() - t0)
+        ours.append(float(out.split()[-1]))
+    total, share = statistics.median(walls), statistics.median(ours)
+    return total, total - share
 
 
 # -- part 2: real trials per hour ----------------------------------------------------------------

@@ -8,8 +8,9 @@ ms on SQLite even for one running trial, which made reads the largest part of a 
 overhead. :class:`Store` reads the same tables with prebuilt SQLAlchemy Core statements (a
 study check, the trials, then their params, values, attributes and intermediate values) and
 builds each :class:`~optuna.trial.FrozenTrial` with Optuna's own conversion, so a trial reads
-back exactly as Optuna would read it (``tests/test_store_reads.py`` compares the two on every
-kind of value). Everything else, writes included, is Optuna's.
+back exactly as Optuna would read it. Each ``suggest_*`` call's parameter write goes the same
+way (the same checks, two statements). ``tests/test_store_rdb.py`` compares both with Optuna's
+on every kind of value. Everything else is Optuna's.
 
 :func:`set_trial_user_attrs` writes several attributes and intermediate values of a trial in
 one transaction, where Optuna commits each on its own.
@@ -54,6 +55,13 @@ class _Statements:
         self.study = select(studies.c.study_id).where(studies.c.study_id == bindparam("study_id"))
         self.trial = select(*self.columns).where(trials.c.trial_id == bindparam("trial_id"))
         self.trial_state = select(trials.c.state).where(trials.c.trial_id == bindparam("trial_id"))
+        self.trial_study_state = select(trials.c.study_id, trials.c.state).where(
+            trials.c.trial_id == bindparam("trial_id"))
+        params = models.TrialParamModel.__table__
+        self.first_param = (select(params.c.distribution_json).join(trials, trials.c.trial_id == params.c.trial_id)
+                            .where(trials.c.study_id == bindparam("study_id"),
+                                   params.c.param_name == bindparam("param_name")).limit(1))
+        self.insert_param = params.insert()
         self.children = {}
         for relation, model in self.CHILDREN.items():
             table = getattr(models, model).__table__
@@ -155,6 +163,39 @@ class Store(RDBStorage):
         if not trials:
             raise KeyError(s.models.NOT_FOUND_MSG)
         return trials[0]
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution, previous_distribution) -> None:
+        """Optuna's parameter write (what each ``suggest_*`` commits), in two Core statements and
+        a commit: the trial's state checked, the study's earlier distribution of the parameter
+        (when Optuna's cache has none) checked for compatibility, the row inserted."""
+        s = _statements()
+        if s is None:
+            return super()._set_trial_param(trial_id, param_name, param_value_internal, distribution,
+                                            previous_distribution)
+        from optuna import distributions
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(s.trial_study_state, {"trial_id": trial_id}).first()
+                if row is None:
+                    raise KeyError(s.models.NOT_FOUND_MSG)
+                self.check_trial_is_updatable(trial_id, row.state)
+                if previous_distribution is None:
+                    stored = conn.execute(s.first_param, {"study_id": row.study_id, "param_name": param_name}).scalar()
+                    if stored is not None:
+                        previous_distribution = distributions.json_to_distribution(stored)
+                if previous_distribution is not None:
+                    distributions.check_distribution_compatibility(previous_distribution, distribution)
+                conn.execute(s.insert_param, {"trial_id": trial_id, "param_name": param_name,
+                                              "param_value": param_value_internal,
+                                              "distribution_json": distributions.distribution_to_json(distribution)})
+        except IntegrityError:
+            pass  # as Optuna's own write (its session helper's ignore_integrity_error): set once already
+        except SQLAlchemyError as exc:
+            raise StorageInternalError(f"writing trial {trial_id}'s parameter {param_name!r} failed: "
+                                       f"{str(exc).splitlines()[0]}") from exc
 
     def _reading(self):
         return _Reading(self.engine)

@@ -1,6 +1,7 @@
-"""The store's lean trial reads (``archspace.search._rdb.Store``) give back exactly what
-Optuna's own RDB storage reads from the same file: every kind of parameter, objective value,
-intermediate value, attribute and state, through every filter a search uses."""
+"""The store's lean reads and parameter writes (``archspace.search._rdb.Store``) do exactly
+what Optuna's own RDB storage does on the same file: every kind of parameter, objective value,
+intermediate value, attribute and state reads back alike, through every filter a search uses;
+parameters are written alike, and refused alike."""
 
 from __future__ import annotations
 
@@ -126,3 +127,34 @@ def test_a_search_reads_its_own_writes(tmp_path):
     study.tell(trial, 0.1)
     (t,) = study.get_trials(deepcopy=False)
     assert t.state == TrialState.COMPLETE and t.value == 0.1
+
+
+def _suggest_all(study: optuna.Study) -> optuna.trial.Trial:
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    trial.suggest_int("depth", 1, 8)
+    trial.suggest_categorical("layout", ["C-C-T-T", None, True])
+    return trial
+
+
+@pytest.mark.parametrize("make", [ob.open_storage, RDBStorage], ids=["ours", "optunas"])
+def test_parameter_writes_and_refusals_are_optunas(tmp_path, make):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=make(url), study_name="s", sampler=optuna.samplers.RandomSampler(seed=1))
+    first = _suggest_all(study)
+    study.tell(first, 0.5)
+    second = _suggest_all(study)
+    stored = RDBStorage(url).get_all_trials(study._study_id)
+    assert [t.params for t in stored] == [first.params, second.params]
+    assert [t.distributions for t in stored] == [first.distributions, second.distributions]
+
+    fresh = make(url)  # a new process: no distribution cached, the study's earlier one is read
+    with pytest.raises(ValueError):  # the study's "depth" is an int distribution
+        fresh._set_trial_param(second._trial_id, "depth", 0.5, optuna.distributions.FloatDistribution(0, 1), None)
+    fresh._set_trial_param(second._trial_id, "extra", 0.0, optuna.distributions.CategoricalDistribution(["a"]), None)
+    assert RDBStorage(url).get_trial(second._trial_id).params["extra"] == "a"
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        fresh._set_trial_param(first._trial_id, "late", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
+    with pytest.raises(KeyError):
+        fresh._set_trial_param(10_000, "x", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
+    assert "late" not in RDBStorage(url).get_trial(first._trial_id).params
