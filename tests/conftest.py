@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import _postgres
 from archspace.cli.app import app
 
 
@@ -71,3 +72,9 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server's URL (see tests/_postgres.py)."""
+    yield from _postgres.server()

@@ -6,12 +6,14 @@ parameters are written alike, and refused alike."""
 from __future__ import annotations
 
 import math
+import uuid
 
 import optuna
 import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from _postgres import PG_AVAILABLE, PG_WANTED
 from archspace.search import _rdb
 from archspace.search import optuna_backend as ob
 
@@ -52,11 +54,22 @@ def _fill(study: optuna.Study) -> None:
     study.enqueue_trial({"lr": 1e-2}, user_attrs={"queued": True})         # waiting
 
 
+@pytest.fixture(params=["sqlite", "postgresql"] if PG_WANTED or PG_AVAILABLE else ["sqlite"])
+def url(request, tmp_path):
+    """A store on SQLite and, where a server can be started, on PostgreSQL (one study per test)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _name() -> str:
+    return f"s-{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
-def stores(tmp_path):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
+def stores(url):
     ours = ob.open_storage(url)
-    study = optuna.create_study(storage=ours, study_name="s", directions=["minimize", "minimize"],
+    study = optuna.create_study(storage=ours, study_name=_name(), directions=["minimize", "minimize"],
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     _fill(study)
     return ours, RDBStorage(url), study._study_id
@@ -99,9 +112,9 @@ def test_missing_trial_or_study_raises_as_optuna_does(stores):
     ours, theirs, sid = stores
     for storage in (ours, theirs):
         with pytest.raises(KeyError):
-            storage.get_trial(10_000)
+            storage.get_trial(10**9)
         with pytest.raises(KeyError):
-            storage.get_all_trials(sid + 100)
+            storage.get_all_trials(10**9)
 
 
 def test_without_the_prebuilt_statements_optunas_own_reads_and_writes_are_used(stores, monkeypatch):
@@ -138,9 +151,8 @@ def _suggest_all(study: optuna.Study) -> optuna.trial.Trial:
 
 
 @pytest.mark.parametrize("make", [ob.open_storage, RDBStorage], ids=["ours", "optunas"])
-def test_parameter_writes_and_refusals_are_optunas(tmp_path, make):
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    study = optuna.create_study(storage=make(url), study_name="s", sampler=optuna.samplers.RandomSampler(seed=1))
+def test_parameter_writes_and_refusals_are_optunas(url, make):
+    study = optuna.create_study(storage=make(url), study_name=_name(), sampler=optuna.samplers.RandomSampler(seed=1))
     first = _suggest_all(study)
     study.tell(first, 0.5)
     second = _suggest_all(study)
@@ -156,5 +168,5 @@ def test_parameter_writes_and_refusals_are_optunas(tmp_path, make):
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         fresh._set_trial_param(first._trial_id, "late", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
     with pytest.raises(KeyError):
-        fresh._set_trial_param(10_000, "x", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
+        fresh._set_trial_param(10**9, "x", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
     assert "late" not in RDBStorage(url).get_trial(first._trial_id).params
