@@ -153,8 +153,10 @@ def test_survivor_takes_over_a_dead_process_trial_and_ends_with_the_budget(tmp_p
     wait_for(lambda: any(t.user_attrs.get("owner", {}).get("pid") == second.pid for t in load(url).get_trials()),
              120, "the second process to start a trial", second)
 
+    watcher = load(url)  # opened once: each poll is one read
+
     def first_mid_trial():
-        return next((t for t in load(url).get_trials() if t.state == TrialState.RUNNING
+        return next((t for t in watcher.get_trials() if t.state == TrialState.RUNNING
                      and t.user_attrs.get("owner", {}).get("pid") == first.pid
                      and metrics_epochs(Path(t.user_attrs.get("run_dir", "/nonexistent")))), None)
 
@@ -188,8 +190,11 @@ def test_plain_lines_without_a_terminal_and_a_clean_sigterm(tmp_path):
     out = tmp_path / "out"
     url = sqlite_url(out / "study.db")
 
+    watcher: list[optuna.Study] = []
+
     def second_trial_mid_run() -> bool:  # a window of EPOCHS - 1 epochs: the tiny epochs take ~0.2 s
-        trials = load(url).get_trials()
+        watcher[:] = watcher or [load(url)]  # opened once the store exists: each poll is one read
+        trials = watcher[0].get_trials()
         return any(t.state == TrialState.COMPLETE for t in trials) and any(
             t.state == TrialState.RUNNING and metrics_epochs(Path(t.user_attrs.get("run_dir", "/nonexistent")))
             for t in trials)
