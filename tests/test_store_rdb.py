@@ -5,8 +5,12 @@ parameters are written alike, and refused alike."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import optuna
 import pytest
@@ -170,3 +174,14 @@ def test_parameter_writes_and_refusals_are_optunas(url, make):
     with pytest.raises(KeyError):
         fresh._set_trial_param(10**9, "x", 0.0, optuna.distributions.FloatDistribution(0, 1), None)
     assert "late" not in RDBStorage(url).get_trial(first._trial_id).params
+
+
+def test_the_store_benchmark_runs_on_both_storages():
+    # benchmarks/store_reads.py prints the numbers docs/search.md quotes; here it only has to run
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "store_reads.py"
+    out = subprocess.run([sys.executable, str(script), "--rounds", "1", "--reps", "3", "--finished", "2",
+                          "--report-trials", "4", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)["result"]
+    assert set(result) == {"optuna RDBStorage", "archspace Store"}
+    assert all(set(r) == {"study read", "get_trial", "suggest", "report read s"} for r in result.values())
