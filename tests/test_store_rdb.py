@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -185,3 +186,18 @@ def test_the_store_benchmark_runs_on_both_storages():
     result = json.loads(out.stdout)["result"]
     assert set(result) == {"optuna RDBStorage", "archspace Store"}
     assert all(set(r) == {"study read", "get_trial", "suggest", "report read s"} for r in result.values())
+
+
+def test_a_failed_batched_write_raises_and_writes_nothing(tmp_path):
+    # a trial's record that did not reach the store must not pass for written
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=ob.open_storage(url), study_name="s")
+    trial = study.ask()
+    con = sqlite3.connect(tmp_path / "study.db")
+    con.execute("CREATE TRIGGER refuse BEFORE INSERT ON trial_intermediate_values BEGIN "
+                "SELECT RAISE(ABORT, 'refused'); END")
+    con.commit()
+    con.close()
+    with pytest.raises(optuna.exceptions.StorageInternalError, match="refused"):
+        ob.set_user_attrs(trial, {1: 0.5}, status="complete")
+    assert RDBStorage(url).get_trial(trial._trial_id).user_attrs == {}  # the attributes rolled back too

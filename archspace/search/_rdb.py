@@ -21,6 +21,7 @@ not as expected (another Optuna version), reads and writes fall back to Optuna's
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -149,7 +150,7 @@ class Store(RDBStorage):
         if included and greater:
             params["included"] = included
         stmt = s.filtered(states is not None, bool(included and greater), greater)
-        with self._reading() as conn:
+        with _reading(self.engine) as conn:
             if conn.execute(s.study, {"study_id": study_id}).first() is None:
                 raise KeyError(s.models.NOT_FOUND_MSG)
             return self._frozen(s, conn, conn.execute(stmt, params).all())
@@ -158,7 +159,7 @@ class Store(RDBStorage):
         s = _statements()
         if s is None:
             return super().get_trial(trial_id)
-        with self._reading() as conn:
+        with _reading(self.engine) as conn:
             trials = self._frozen(s, conn, conn.execute(s.trial, {"trial_id": trial_id}).all())
         if not trials:
             raise KeyError(s.models.NOT_FOUND_MSG)
@@ -191,14 +192,11 @@ class Store(RDBStorage):
                 conn.execute(s.insert_param, {"trial_id": trial_id, "param_name": param_name,
                                               "param_value": param_value_internal,
                                               "distribution_json": distributions.distribution_to_json(distribution)})
-        except IntegrityError:
-            pass  # as Optuna's own write (its session helper's ignore_integrity_error): set once already
+        except IntegrityError:  # the trial already has this parameter (its unique key): Optuna ignores
+            return               # the second write too (its session helper's ignore_integrity_error)
         except SQLAlchemyError as exc:
             raise StorageInternalError(f"writing trial {trial_id}'s parameter {param_name!r} failed: "
                                        f"{str(exc).splitlines()[0]}") from exc
-
-    def _reading(self):
-        return _Reading(self.engine)
 
     def _frozen(self, s: _Statements, conn, rows) -> list[FrozenTrial]:
         """The trials of ``rows`` (trial_id, number, state, datetimes), their related rows read
@@ -220,24 +218,17 @@ class Store(RDBStorage):
         return [self._build_frozen_trial_from_trial_model(t) for t in trials.values()]
 
 
-class _Reading:
+@contextlib.contextmanager
+def _reading(engine):
     """A pooled connection for a read; database errors become Optuna's
     :class:`~optuna.exceptions.StorageInternalError`, as Optuna's own reads raise them."""
+    from sqlalchemy.exc import SQLAlchemyError
 
-    def __init__(self, engine) -> None:
-        self._engine = engine
-
-    def __enter__(self):
-        self._conn = self._engine.connect()
-        return self._conn
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        self._conn.close()
-        if exc is not None and isinstance(exc, SQLAlchemyError):
-            raise StorageInternalError(f"reading the study failed: {str(exc).splitlines()[0]}") from exc
-        return False
+    try:
+        with engine.connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StorageInternalError(f"reading the study failed: {str(exc).splitlines()[0]}") from exc
 
 
 def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
@@ -261,7 +252,7 @@ def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
         for step, value in intermediate.items():
             storage.set_trial_intermediate_value(trial_id, step, value)
         return
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
     model = s.models.TrialIntermediateValueModel
     try:
@@ -280,7 +271,5 @@ def set_trial_user_attrs(storage: Any, trial_id: int, attrs: dict[str, Any],
                     rows.append({"trial_id": trial_id, "step": int(step), "intermediate_value": stored,
                                  "intermediate_value_type": kind})
                 conn.execute(s.upsert(dialect, "intermediate_values"), rows)
-    except IntegrityError:
-        pass  # as Optuna's own writes (its session helper's ignore_integrity_error): a concurrent write won
-    except SQLAlchemyError as exc:
+    except SQLAlchemyError as exc:  # upserts never conflict: any database error means nothing was written
         raise StorageInternalError(f"writing trial {trial_id}'s attributes failed: {str(exc).splitlines()[0]}") from exc
