@@ -10,6 +10,7 @@ from torch import nn
 
 from .blocks import STAGES, STEMS
 from .blocks.modules import Head
+from .layers.modules import Linear
 from .graph import Lowered, check_memory, lower
 from .spec import NetworkSpec, load_spec
 
@@ -115,7 +116,7 @@ class Network(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """A freshly initialised classifier for ``num_classes`` (0: none, the head gives
         pre-logits); the spec follows when ``num_classes`` is positive."""
-        self.head.fc = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+        self.head.fc = Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
         self.head.fc.apply(_init_weights)
         self.num_classes = num_classes
         if num_classes > 0:

@@ -360,6 +360,46 @@ def test_dense_convolution_on_small_maps_has_torchs_values_and_gradients(kernel,
                          torch.randn(3, 5, size, size), channels_last, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape, features, outputs, bias, needs", [
+    ((64, 384), 384, 1536, True, "xw"), ((2, 197, 96), 96, 384, False, "xw"),   # tokens
+    ((2, 5, 5, 48), 48, 12, True, "xw"),                                         # channels-last map
+    ((8, 33), 33, 10, True, "w"),          # a first layer: no input gradient
+    ((8, 33), 33, 10, True, "x"),          # frozen weights
+    ((1, 3), 3, 1, False, "xw")])
+def test_linear_has_torchs_values_and_gradients(shape, features, outputs, bias, needs):
+    # archspace's Linear trains on oneDNN on the cpu (forward and input gradient), is F.linear elsewhere
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archspace.layers.modules import Linear
+
+    torch.manual_seed(0)
+    ours, ref = Linear(features, outputs, bias=bias), torch.nn.Linear(features, outputs, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    for m in (ours, ref):
+        m.weight.requires_grad_("w" in needs)
+    x = torch.randn(*shape)
+    xa, xb = x.clone().requires_grad_("x" in needs), x.clone().requires_grad_("x" in needs)
+    with FlopCounterMode(display=False) as counter:
+        ya = ours(xa)
+    assert any("_linear_pointwise" in str(op) for op in counter.get_flop_counts()["Global"])  # oneDNN ran
+    assert counter.get_total_flops() == 2 * x.numel() // features * features * outputs  # counted as addmm
+    yb = ref(xb)
+    assert ya.shape == yb.shape and torch.allclose(ya, yb, atol=1e-5, rtol=1e-5)
+    grad = torch.randn_like(ya)
+    ya.backward(grad)
+    yb.backward(grad)
+    for a, b in [(xa, xb), (ours.weight, ref.weight)] + ([(ours.bias, ref.bias)] if bias else []):
+        assert (a.grad is None) == (b.grad is None)
+        assert a.grad is None or torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-5)
+    # evaluation, no gradients, bf16 autocast: torch's own, bit for bit
+    with torch.no_grad():
+        assert torch.equal(ours(x), F.linear(x, ref.weight, ref.bias))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = ours(x.requires_grad_())
+        assert out.dtype == torch.bfloat16 and torch.equal(out, ref(x))
+
+
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
     # ResNet's ReLUs overwrite their input (a conv's, a norm's or the residual sum's own output)
     import copy

@@ -15,6 +15,7 @@ from torch import nn
 from ..layers.modules import (
     Attention,
     ClassAttention,
+    Linear,
     Mlp,
     NoBias,
     RelativePositionBias,
@@ -24,6 +25,7 @@ from ..layers.modules import (
     act,
     drop_path,
     layer_scale,
+    linear,
     map_norm,
     per_sample,
     residual_branch,
@@ -77,7 +79,7 @@ class BottleneckBlock(nn.Module):
 class PointwiseTailBlock(BottleneckBlock):
     """A bottleneck block whose first conv ends in a layer norm and whose other convs are all
     1×1 without a norm (ConvNeXt's block): after the first conv, the norm, the pointwise convs
-    and their activations run on channels-last tokens (one permute each way, ``F.linear`` on the
+    and their activations run on channels-last tokens (one permute each way, ``linear`` on the
     1×1 weights) instead of a permute pair per norm and 1×1 convolutions on maps. The same
     modules and parameters as :class:`BottleneckBlock`, the same function.
     """
@@ -93,7 +95,7 @@ class PointwiseTailBlock(BottleneckBlock):
         y = conv(x).permute(0, 2, 3, 1)
         y = first_act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
         for pointwise, _, unit_act in self.convs[1:]:
-            y = unit_act(F.linear(y, pointwise.weight.flatten(1), pointwise.bias))
+            y = unit_act(linear(y, pointwise.weight.flatten(1), pointwise.bias))
         return y.permute(0, 3, 1, 2)
 
 
@@ -156,7 +158,7 @@ class TransformerBlock(nn.Module):
         self.stride = plan.stride
         self.norm1 = token_norm(s.norm, plan.cin)
         self.pool = TokenPool(s.shortcut_pool) if plan.stride == 2 else NoPool()
-        self.shortcut = nn.Linear(plan.cin, plan.cout) if plan.cin != plan.cout else nn.Identity()
+        self.shortcut = Linear(plan.cin, plan.cout) if plan.cin != plan.cout else nn.Identity()
         bias = RelativePositionBias(plan.heads, plan.grid) if s.attention == "relative" else NoBias()
         attn = TalkingHeadsAttention if s.talking_heads else Attention
         self.attn = attn(plan.cin, plan.cout, plan.heads, s.qkv_bias, bias)
@@ -305,9 +307,9 @@ class Head(nn.Module):
         self.pool = POOLS[spec.pool]()
         self.norm = VECTOR_NORMS[spec.norm](channels)
         hidden = spec.hidden
-        self.hidden = nn.Sequential(nn.Linear(channels, hidden), act(spec.hidden_act)) if hidden else nn.Identity()
+        self.hidden = nn.Sequential(Linear(channels, hidden), act(spec.hidden_act)) if hidden else nn.Identity()
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout else nn.Identity()
-        self.fc = nn.Linear(hidden or channels, num_classes)
+        self.fc = Linear(hidden or channels, num_classes)
 
     def pre_logits(self, x: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
         return self.hidden(self.norm(self.pool(x, cls)))

@@ -79,6 +79,85 @@ def act(name: str, inplace: bool = False) -> nn.Module:
 # --- common layers ----------------------------------------------------------------------
 
 
+def _linear_flops(x_shape, weight_shape, *args, **kwargs) -> int:
+    """``torch.utils.flop_counter``'s count for oneDNN's linear: ``addmm``'s, 2 per multiply-add."""
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * x_shape[-1] * weight_shape[0]
+
+
+def _onednn_linear_op():
+    """torch's oneDNN linear (what inductor's cpu fusions call), registered with the flop counter
+    so that a measured count sees it as ``addmm``; None where torch was built without oneDNN."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return None
+    op = torch.ops.mkldnn._linear_pointwise
+    from torch.utils import flop_counter
+
+    if op not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(op)(_linear_flops)
+    return op
+
+
+_ONEDNN_LINEAR = _onednn_linear_op()
+
+
+class _OneDnnLinear(torch.autograd.Function):
+    """``F.linear`` whose forward pass and input gradient run on oneDNN's matrix multiply; the
+    weight gradient is torch's (MKL's) ``mm``, faster there."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        rows = x.reshape(-1, x.shape[-1])
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias, ctx.shape = bias is not None, x.shape
+        y = _ONEDNN_LINEAR(rows, weight, bias, "none", [], "")
+        return y.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        rows, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "").view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = grad.t().mm(rows)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, with the same values (to float rounding) and gradients; while training on
+    the cpu (gradients on) in fp32, eager and without autocast, its forward pass and input
+    gradient run on oneDNN.
+
+    torch's cpu ``mm`` is MKL's, which on AMD processors runs without AVX-512; oneDNN picks its
+    kernels by the processor's instruction sets alone. On this project's 2-core AMD EPYC, for
+    the token matrices of ViT/DeiT, CaiT, ConvNeXt and CoAtNet blocks (tens to thousands of rows
+    of 96-1536 channels), the forward product runs 1.1-1.5x and the input gradient 1.1-1.6x
+    faster; the weight gradient (the transposed product over the rows) is no faster and stays
+    on MKL (``benchmarks/linear_kernels.py``). Elsewhere (an accelerator, bf16, autocast,
+    ``torch.compile``, and without gradients: evaluation and measured flops, where imported
+    weights give the logits torch computes) it is ``F.linear``."""
+    if (_ONEDNN_LINEAR is None or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
+            or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or x.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+        return F.linear(x, weight, bias)
+    return _OneDnnLinear.apply(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (the same parameters and function) computed by :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+
 class _DepthwiseConv(torch.autograd.Function):
     """A depthwise convolution whose weight gradient is a grouped convolution: each (sample,
     channel) plane of the input convolved with its plane of the output gradient (dilated by the
@@ -203,7 +282,7 @@ class DenseConv2d(nn.Conv2d):
         rh, rw = min(ph, h - 1), min(pw, w - 1)  # the reach that sees the map
         weight = self.weight[:, :, ph - rh:ph + rh + 1, pw - rw:pw + rw + 1]
         if (h, w) == (1, 1):  # the centre tap alone, whatever the stride: a 1×1 output
-            y = F.linear(x.reshape(n, -1), weight.reshape(self.out_channels, -1), self.bias)
+            y = linear(x.reshape(n, -1), weight.reshape(self.out_channels, -1), self.bias)
             return y.reshape(n, -1, 1, 1)
         cols = F.unfold(x, (2 * rh + 1, 2 * rw + 1), padding=(rh, rw), stride=self.stride)  # n, c·taps, ho·wo
         y = torch.matmul(weight.reshape(self.out_channels, -1), cols)
@@ -375,9 +454,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, act_name: str = "gelu", dim_out: int | None = None):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = act(act_name)
-        self.fc2 = nn.Linear(hidden, dim_out or dim)
+        self.fc2 = Linear(hidden, dim_out or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -499,8 +578,8 @@ class Attention(nn.Module):
     def __init__(self, dim_in: int, dim: int, heads: int, qkv_bias: bool, bias: nn.Module):
         super().__init__()
         self.heads = heads
-        self.qkv = nn.Linear(dim_in, 3 * dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim_in, 3 * dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self.bias = bias
 
     def _qkv(self, x: torch.Tensor):
@@ -523,9 +602,9 @@ class Attention(nn.Module):
         b, n, _ = x.shape
         dim = self.proj.in_features
         weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[:, :prefix], weight[:dim], None if bias is None else bias[:dim])
+        q = linear(x[:, :prefix], weight[:dim], None if bias is None else bias[:dim])
         q = q.reshape(b, prefix, self.heads, -1).transpose(1, 2)
-        kv = F.linear(x, weight[dim:], None if bias is None else bias[dim:])
+        kv = linear(x, weight[dim:], None if bias is None else bias[dim:])
         k, v = kv.reshape(b, n, 2, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         logit_bias = self.bias(size, prefix)
         if logit_bias is not None:
@@ -624,10 +703,10 @@ class ClassAttention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool):
         super().__init__()
         self.heads = heads
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.k = nn.Linear(dim, dim, bias=qkv_bias)
-        self.v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim, bias=qkv_bias)
+        self.k = Linear(dim, dim, bias=qkv_bias)
+        self.v = Linear(dim, dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def forward(self, z: torch.Tensor, prefix: int) -> torch.Tensor:
         b, n, d = z.shape
