@@ -360,6 +360,25 @@ def test_dense_convolution_on_small_maps_has_torchs_values_and_gradients(kernel,
                          torch.randn(3, 5, size, size), channels_last, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, bias, channels_last, batch, size, fast", [
+    (1, True, False, 3, 1, True), (2, False, True, 3, 1, True), (1, False, True, 4, 2, True),   # 1×1, 2×2 maps
+    (2, True, True, 2, 4, True), (2, False, True, 2, 5, True),     # the stride as a slice (odd size too)
+    (1, True, False, 2, 4, False),         # an NCHW map larger than 1×1: torch's own
+    (1, True, True, 40, 4, False)])        # more than MAX_ROWS rows: torch's own
+def test_pointwise_convolution_has_torchs_values_and_gradients(stride, bias, channels_last, batch, size, fast):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archspace.layers.modules import PointwiseConv2d
+
+    torch.manual_seed(0)
+    ours = PointwiseConv2d(24, 16, 1, stride, bias=bias)
+    x = torch.randn(batch, 24, size, size)
+    with FlopCounterMode(display=False) as counter:
+        ours(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
+    assert any("_linear_pointwise" in str(op) for op in counter.get_flop_counts()["Global"]) == fast
+    _same_as_torchs_conv(ours, torch.nn.Conv2d(24, 16, 1, stride, bias=bias), x, channels_last, atol=1e-5)
+
+
 @pytest.mark.parametrize("shape, features, outputs, bias, needs", [
     ((64, 384), 384, 1536, True, "xw"), ((2, 197, 96), 96, 384, False, "xw"),   # tokens
     ((2, 5, 5, 48), 48, 12, True, "xw"),                                         # channels-last map
@@ -392,9 +411,13 @@ def test_linear_has_torchs_values_and_gradients(shape, features, outputs, bias, 
     for a, b in [(xa, xb), (ours.weight, ref.weight)] + ([(ours.bias, ref.bias)] if bias else []):
         assert (a.grad is None) == (b.grad is None)
         assert a.grad is None or torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-5)
-    # evaluation, no gradients, bf16 autocast: torch's own, bit for bit
+    # evaluation (eval mode, or no gradients), bf16 autocast: torch's own, bit for bit
     with torch.no_grad():
         assert torch.equal(ours(x), F.linear(x, ref.weight, ref.bias))
+    with FlopCounterMode(display=False) as counter:  # an export: eval mode with gradients on
+        assert torch.equal(ours.eval()(x), F.linear(x, ref.weight, ref.bias))
+    assert not any("_linear_pointwise" in str(op) for op in counter.get_flop_counts()["Global"])
+    ours.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = ours(x.requires_grad_())
         assert out.dtype == torch.bfloat16 and torch.equal(out, ref(x))

@@ -94,8 +94,9 @@ class PointwiseTailBlock(BottleneckBlock):
         conv, norm, first_act = self.convs[0]
         y = conv(x).permute(0, 2, 3, 1)
         y = first_act(F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
+        product = linear if self.training else F.linear
         for pointwise, _, unit_act in self.convs[1:]:
-            y = unit_act(linear(y, pointwise.weight.flatten(1), pointwise.bias))
+            y = unit_act(product(y, pointwise.weight.flatten(1), pointwise.bias))
         return y.permute(0, 3, 1, 2)
 
 

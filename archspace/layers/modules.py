@@ -138,23 +138,26 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     torch's cpu ``mm`` is MKL's, which on AMD processors runs without AVX-512; oneDNN picks its
     kernels by the processor's instruction sets alone. On this project's 2-core AMD EPYC, for
     the token matrices of ViT/DeiT, CaiT, ConvNeXt and CoAtNet blocks (tens to thousands of rows
-    of 96-1536 channels), the forward product runs 1.1-1.5x and the input gradient 1.1-1.6x
-    faster; the weight gradient (the transposed product over the rows) is no faster and stays
-    on MKL (``benchmarks/linear_kernels.py``). Elsewhere (an accelerator, bf16, autocast,
-    ``torch.compile``, and without gradients: evaluation and measured flops, where imported
-    weights give the logits torch computes) it is ``F.linear``."""
+    of 96-1536 channels), the forward product runs 1.05-1.4x and the input gradient 1.05-1.7x
+    faster; the weight gradient (the transposed product over the rows) is mostly slower there
+    and stays on MKL (``benchmarks/linear_kernels.py``). Elsewhere (an accelerator, bf16,
+    autocast, ``torch.compile``, a trace, and without gradients: evaluation and measured flops,
+    where imported weights give the logits torch computes) it is ``F.linear``; the modules call
+    it in train mode only."""
     if (_ONEDNN_LINEAR is None or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
             or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
+            or x.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
+            or torch.jit.is_tracing()):
         return F.linear(x, weight, bias)
     return _OneDnnLinear.apply(x, weight, bias)
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (the same parameters and function) computed by :func:`linear`."""
+    """``nn.Linear`` (the same parameters and function), computed by :func:`linear` in train
+    mode; in eval mode (evaluation, export) by ``F.linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return (linear if self.training else F.linear)(x, self.weight, self.bias)
 
 
 
@@ -292,11 +295,47 @@ class DenseConv2d(nn.Conv2d):
         return y.contiguous(memory_format=torch.channels_last) if _channels_last(x) else y
 
 
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with a 1×1 kernel (``groups`` 1, no padding), with the same parameters and
+    function, trained faster on the cpu on small maps.
+
+    A 1×1 convolution is a linear map of each pixel's channels. torch's convolution runs it as
+    one, but on few rows (batch × output pixels) its fixed cost dominates: on a 1×1 map it takes
+    1.4-2.8× the time of the same product as :func:`linear` on the channels-last pixels
+    (forward and backward; MBConv's squeeze-excitation and its convolutions on the last maps,
+    ResNet-50's 1×1 convolutions of 512-2048 channels on 2×2 maps at 64 px, 1.2-1.5×), about
+    even from 512 rows and slower from ~1000. So while training on the cpu (as
+    :class:`DepthwiseConv2d`), on at most :attr:`MAX_ROWS` rows of a channels-last map (or a
+    1×1 one), the stride taken by slicing, it runs as :func:`linear`; elsewhere torch's own."""
+
+    MAX_ROWS = 512
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.as_linear = (self.kernel_size == (1, 1) and self.groups == 1 and self.padding == (0, 0)
+                          and self.dilation == (1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.as_linear or not _eager_cpu_training(x, self):
+            return super().forward(x)
+        n, _, h, w = x.shape
+        sh, sw = self.stride
+        ho, wo = (h - 1) // sh + 1, (w - 1) // sw + 1
+        if n * ho * wo > self.MAX_ROWS or not (ho * wo == 1 or _channels_last(x)):
+            return super().forward(x)
+        if (sh, sw) != (1, 1):
+            x = x[:, :, ::sh, ::sw]
+        y = linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
 def conv_class(unit: ConvUnit) -> type[nn.Conv2d]:
     """:class:`DepthwiseConv2d` for a depthwise convolution, :class:`DenseConv2d` for a dense one
-    of kernel 3 or more, else ``nn.Conv2d``."""
+    of kernel 3 or more, :class:`PointwiseConv2d` for a 1×1 one, else ``nn.Conv2d``."""
     if unit.groups > 1 and unit.groups == unit.cin == unit.cout:
         return DepthwiseConv2d
+    if unit.groups == 1 and unit.kernel == 1 and unit.pad == 0:
+        return PointwiseConv2d
     return DenseConv2d if unit.groups == 1 and unit.kernel >= 3 else nn.Conv2d
 
 
@@ -469,9 +508,9 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduced: int):
         super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced, 1)
+        self.reduce = PointwiseConv2d(channels, reduced, 1)
         self.act = nn.SiLU()
-        self.expand = nn.Conv2d(reduced, channels, 1)
+        self.expand = PointwiseConv2d(reduced, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)
@@ -494,7 +533,7 @@ class Shortcut(nn.Sequential):
     def __init__(self, cin: int, cout: int, stride: int, pool: str):
         super().__init__(
             pool2x(pool) if stride == 2 else nn.Identity(),
-            nn.Conv2d(cin, cout, 1, bias=True) if cin != cout else nn.Identity(),
+            PointwiseConv2d(cin, cout, 1, bias=True) if cin != cout else nn.Identity(),
         )
 
 
