@@ -375,7 +375,7 @@ def test_pointwise_convolution_has_torchs_values_and_gradients(stride, bias, cha
     x = torch.randn(batch, 24, size, size)
     with FlopCounterMode(display=False) as counter:
         ours(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
-    assert any("_linear_pointwise" in str(op) for op in counter.get_flop_counts()["Global"]) == fast
+    assert any("convolution" in str(op) for op in counter.get_flop_counts()["Global"]) != fast
     _same_as_torchs_conv(ours, torch.nn.Conv2d(24, 16, 1, stride, bias=bias), x, channels_last, atol=1e-5)
 
 
@@ -385,13 +385,15 @@ def test_pointwise_convolution_has_torchs_values_and_gradients(stride, bias, cha
     ((8, 33), 33, 10, True, "w"),          # a first layer: no input gradient
     ((8, 33), 33, 10, True, "x"),          # frozen weights
     ((1, 3), 3, 1, False, "xw")])
-def test_linear_has_torchs_values_and_gradients(shape, features, outputs, bias, needs):
+def test_linear_has_torchs_values_and_gradients(shape, features, outputs, bias, needs, monkeypatch):
     # archspace's Linear trains on oneDNN on the cpu (forward and input gradient), is F.linear elsewhere
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 
+    from archspace.layers import modules
     from archspace.layers.modules import Linear
 
+    monkeypatch.setattr(modules, "ONEDNN_MIN_MACS", 0)  # these small products too
     torch.manual_seed(0)
     ours, ref = Linear(features, outputs, bias=bias), torch.nn.Linear(features, outputs, bias=bias)
     ref.load_state_dict(ours.state_dict())
@@ -421,6 +423,22 @@ def test_linear_has_torchs_values_and_gradients(shape, features, outputs, bias, 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = ours(x.requires_grad_())
         assert out.dtype == torch.bfloat16 and torch.equal(out, ref(x))
+
+
+def test_linear_runs_products_under_the_threshold_as_torch_does():
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from archspace.layers.modules import ONEDNN_MIN_MACS, Linear
+
+    for rows, ran in ((ONEDNN_MIN_MACS // (64 * 64) - 1, False), (ONEDNN_MIN_MACS // (64 * 64), True)):
+        layer = Linear(64, 64)
+        x = torch.randn(rows, 64, requires_grad=True)
+        with FlopCounterMode(display=False) as counter:
+            y = layer(x)
+        assert any("_linear_pointwise" in str(op) for op in counter.get_flop_counts()["Global"]) == ran
+        if not ran:
+            assert torch.equal(y, F.linear(x, layer.weight, layer.bias))
 
 
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():

@@ -101,6 +101,10 @@ def _onednn_linear_op():
 
 
 _ONEDNN_LINEAR = _onednn_linear_op()
+ONEDNN_MIN_MACS = 1 << 26
+"""The smallest product (rows × in × out multiply-adds) :func:`linear` runs on oneDNN: below it
+the gain per product is under the cost of the extra autograd node (a layer's forward and
+backward: 0.92-1.03× at 20-60M, 1.06-1.36× from 75M; ``benchmarks/linear_kernels.py``)."""
 
 
 class _OneDnnLinear(torch.autograd.Function):
@@ -132,8 +136,8 @@ class _OneDnnLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, with the same values (to float rounding) and gradients; while training on
-    the cpu (gradients on) in fp32, eager and without autocast, its forward pass and input
-    gradient run on oneDNN.
+    the cpu (gradients on) in fp32, eager and without autocast, the forward pass and input
+    gradient of a product of at least :data:`ONEDNN_MIN_MACS` multiply-adds run on oneDNN.
 
     torch's cpu ``mm`` is MKL's, which on AMD processors runs without AVX-512; oneDNN picks its
     kernels by the processor's instruction sets alone. On this project's 2-core AMD EPYC, for
@@ -147,7 +151,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if (_ONEDNN_LINEAR is None or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
             or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
             or x.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
-            or torch.jit.is_tracing()):
+            or torch.jit.is_tracing() or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS):
         return F.linear(x, weight, bias)
     return _OneDnnLinear.apply(x, weight, bias)
 
