@@ -441,6 +441,24 @@ def test_linear_runs_products_under_the_threshold_as_torch_does():
             assert torch.equal(y, F.linear(x, layer.weight, layer.bias))
 
 
+def test_the_linear_kernels_benchmark_runs():
+    # benchmarks/linear_kernels.py prints the numbers docs/devices.md quotes; here it only has to run
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "linear_kernels.py"
+    out = subprocess.run([sys.executable, str(script), "--repeat", "1", "--json"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)["rows"]
+    assert len(rows) == 9
+    for row in rows:
+        for part in ("forward", "input_grad", "weight_grad", "layer"):
+            assert row[part]["torch_ms"] > 0 and row[part]["onednn_ms"] > 0, (row["what"], part)
+
+
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
     # ResNet's ReLUs overwrite their input (a conv's, a norm's or the residual sum's own output)
     import copy
