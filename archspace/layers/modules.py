@@ -148,10 +148,9 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     autocast, ``torch.compile``, a trace, and without gradients: evaluation and measured flops,
     where imported weights give the logits torch computes) it is ``F.linear``; the modules call
     it in train mode only."""
-    if (_ONEDNN_LINEAR is None or not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)
-            or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
-            or x.numel() == 0 or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()
-            or torch.jit.is_tracing() or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS):
+    if (_ONEDNN_LINEAR is None or not _eager_cpu_grad(x) or not (x.requires_grad or weight.requires_grad)
+            or x.dtype != torch.float32 or weight.dtype != torch.float32 or torch.jit.is_tracing()
+            or x.numel() * weight.shape[0] < ONEDNN_MIN_MACS):
         return F.linear(x, weight, bias)
     return _OneDnnLinear.apply(x, weight, bias)
 
@@ -162,7 +161,6 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (linear if self.training else F.linear)(x, self.weight, self.bias)
-
 
 
 class _DepthwiseConv(torch.autograd.Function):
@@ -246,11 +244,18 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
+def _eager_cpu_grad(x: torch.Tensor) -> bool:
+    """On the cpu with gradients on, eager, without autocast: where the cpu training paths of
+    this module may run (:func:`linear`, and the convolutions through :func:`_eager_cpu_training`)."""
+    return (x.device.type == "cpu" and torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling())
+
+
 def _eager_cpu_training(x: torch.Tensor, module: nn.Module) -> bool:
-    """Where the cpu paths of :class:`DepthwiseConv2d` and :class:`DenseConv2d` run: training
-    (train mode, gradients on) on the cpu, eager, without autocast."""
-    return (x.device.type == "cpu" and module.training and torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+    """Where the cpu paths of :class:`DepthwiseConv2d`, :class:`DenseConv2d` and
+    :class:`PointwiseConv2d` run: training (train mode, gradients on) on the cpu, eager, without
+    autocast."""
+    return module.training and _eager_cpu_grad(x)
 
 
 class DenseConv2d(nn.Conv2d):
