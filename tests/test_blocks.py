@@ -507,21 +507,23 @@ def test_a_class_token_head_skips_the_last_blocks_other_tokens_with_the_same_log
     assert not compile_network(load_spec("coatnet-0")).class_only  # an average-pooling head reads the map
 
 
+@pytest.mark.parametrize("heads", [4, 1])  # head size 8 (fewer than the keys) and 32 (more)
 @pytest.mark.parametrize("kind", ["plain", "relative-bias", "class-token-prefix", "class-attention"])
-def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(kind, monkeypatch):
+def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(kind, heads, monkeypatch):
     # while training on the cpu, attention over at most EXPLICIT_KEYS keys runs as explicit
-    # products (layers.modules.attend): the values and gradients of torch's kernel
+    # products (layers.modules.attend): the values and gradients of torch's kernel; the 1/√d
+    # scaling is applied to the queries or to the logits, whichever is smaller
     import copy
 
     from archspace.layers import modules
 
     torch.manual_seed(0)
-    bias = modules.RelativePositionBias(4, (3, 3)) if kind == "relative-bias" else modules.NoBias()
+    bias = modules.RelativePositionBias(heads, (3, 3)) if kind == "relative-bias" else modules.NoBias()
     if kind == "class-attention":
-        layer = modules.ClassAttention(32, 4, True)
+        layer = modules.ClassAttention(32, heads, True)
         run = lambda m, x: m(x, 1)  # noqa: E731
     else:
-        layer = modules.Attention(32, 32, 4, True, bias)
+        layer = modules.Attention(32, 32, heads, True, bias)
         prefix = 1 if kind == "class-token-prefix" else 0
         run = (lambda m, x: m.forward_prefix(x, (3, 3), 1)) if prefix else (lambda m, x: m(x, (3, 3), 0))  # noqa: E731
     tokens = 10 if kind in ("class-token-prefix", "class-attention") else 9
@@ -540,5 +542,40 @@ def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(k
         (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
         outputs[keys] = (y, xi.grad, {n: p.grad for n, p in m.named_parameters()})
     (ya, ga, pa), (yb, gb, pb) = outputs.values()
+    assert torch.allclose(ya, yb, atol=1e-6) and torch.allclose(ga, gb, atol=1e-6)
+    assert pa.keys() == pb.keys() and all(torch.allclose(pa[n], pb[n], atol=1e-5) for n in pa)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_talking_heads_attention_is_the_papers_formula_in_values_and_gradients(relative):
+    # CaiT's talking heads: W_w · softmax(W_l · (q kᵀ/√d + bias)), then times v, each W a linear
+    # map across the heads; archspace folds the 1/√d into the first mixing's product
+    import copy
+
+    from archspace.layers import modules
+
+    torch.manual_seed(0)
+    bias = modules.RelativePositionBias(4, (3, 3)) if relative else modules.NoBias()
+    layer = modules.TalkingHeadsAttention(32, 32, 4, True, bias).train()
+    ref = copy.deepcopy(layer)
+    x = torch.randn(5, 9, 32)
+
+    def reference(m, x):
+        b, n, _ = x.shape
+        q, k, v = m.qkv(x).reshape(b, n, 3, 4, 8).permute(2, 0, 3, 1, 4)
+        logits = (q @ k.transpose(-2, -1)) / 8 ** 0.5
+        if relative:
+            logits = logits + m.bias((3, 3), 0)
+        mix = lambda lin, t: lin(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # noqa: E731
+        weights = mix(m.mix_weights, mix(m.mix_logits, logits).softmax(-1))
+        return m.proj((weights @ v).transpose(1, 2).reshape(b, n, 32))
+
+    outputs = []
+    for m, f in ((layer, lambda m, x: m(x, (3, 3), 0)), (ref, reference)):
+        xi = x.clone().requires_grad_()
+        y = f(m, xi)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        outputs.append((y, xi.grad, {n: p.grad for n, p in m.named_parameters()}))
+    (ya, ga, pa), (yb, gb, pb) = outputs
     assert torch.allclose(ya, yb, atol=1e-6) and torch.allclose(ga, gb, atol=1e-6)
     assert pa.keys() == pb.keys() and all(torch.allclose(pa[n], pb[n], atol=1e-5) for n in pa)

@@ -608,10 +608,18 @@ def attend(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     keys = k.shape[-2]
     if keys > EXPLICIT_KEYS or q.numel() // q.shape[-1] * keys > EXPLICIT_ELEMENTS or not _eager_cpu_training(q, module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return _scaled_logits(q, k, bias).softmax(-1) @ v
+
+
+def _scaled_logits(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``(q / √d) @ kᵀ + bias`` with the scaling in a pass that is made anyway: with a bias, the
+    addition's (``bias + scale · logits``); without, on the smaller of the queries and the logits."""
+    scale = q.shape[-1] ** -0.5
     if bias is not None:
-        logits = logits + bias
-    return logits.softmax(-1) @ v
+        return torch.add(bias, q @ k.transpose(-2, -1), alpha=scale)
+    if k.shape[-2] < q.shape[-1]:
+        return (q @ k.transpose(-2, -1)).mul_(scale)
+    return (q * scale) @ k.transpose(-2, -1)
 
 
 class Attention(nn.Module):
@@ -671,23 +679,25 @@ class TalkingHeadsAttention(Attention):
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
         q, k, v = self._qkv(x)
-        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         bias = self.bias(size, prefix)
-        if bias is not None:
-            logits = logits + bias
-        weights = _mix_heads(self.mix_weights, _mix_heads(self.mix_logits, logits).softmax(-1))
+        if bias is None:  # the 1/√d scaling rides on the first head mixing's product
+            logits = _mix_heads(self.mix_logits, q @ k.transpose(-2, -1), q.shape[-1] ** -0.5)
+        else:
+            logits = _mix_heads(self.mix_logits, _scaled_logits(q, k, bias))
+        weights = _mix_heads(self.mix_weights, logits.softmax(-1))
         out = weights @ v
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
-def _mix_heads(mix: nn.Linear, t: torch.Tensor) -> torch.Tensor:
+def _mix_heads(mix: nn.Linear, t: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """``mix`` applied across the heads of ``t`` (batch, heads, queries, keys): the linear map of
     ``mix(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)``, as one batched product of the heads × heads
     weight with each sample's (heads, queries·keys) rows. The permuted form copies the map twice
     and runs a matrix product with an inner size of the head count over queries·keys rows: CaiT's
-    talking heads at 224 px, forward and backward, 2.7× slower."""
+    talking heads at 224 px, forward and backward, 2.7× slower. ``alpha`` scales ``t`` first."""
     b, h, n, m = t.shape
-    out = torch.baddbmm(mix.bias.view(1, h, 1).expand(b, h, 1), mix.weight.expand(b, h, h), t.reshape(b, h, n * m))
+    out = torch.baddbmm(mix.bias.view(1, h, 1).expand(b, h, 1), mix.weight.expand(b, h, h), t.reshape(b, h, n * m),
+                        alpha=alpha)
     return out.view(b, h, n, m)
 
 
