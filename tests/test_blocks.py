@@ -508,25 +508,31 @@ def test_a_class_token_head_skips_the_last_blocks_other_tokens_with_the_same_log
 
 
 @pytest.mark.parametrize("heads", [4, 1])  # head size 8 (fewer than the keys) and 32 (more)
-@pytest.mark.parametrize("kind", ["plain", "relative-bias", "class-token-prefix", "class-attention"])
+@pytest.mark.parametrize("kind", ["plain", "relative-bias", "relative-bias-class-token", "class-token-prefix",
+                                  "class-attention"])
 def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(kind, heads, monkeypatch):
     # while training on the cpu, attention over at most EXPLICIT_KEYS keys runs as explicit
-    # products (layers.modules.attend): the values and gradients of torch's kernel; the 1/√d
-    # scaling is applied to the queries or to the logits, whichever is smaller
+    # products: the values and gradients of torch's kernel. Self-attention over the whole
+    # sequence runs as one autograd function (layers.modules._PackedAttention); class tokens
+    # alone and class attention as composed products (layers.modules.attend), the 1/√d scaling
+    # applied to the queries or to the logits, whichever is smaller.
     import copy
 
     from archspace.layers import modules
 
     torch.manual_seed(0)
-    bias = modules.RelativePositionBias(heads, (3, 3)) if kind == "relative-bias" else modules.NoBias()
+    bias = modules.RelativePositionBias(heads, (3, 3)) if kind.startswith("relative-bias") else modules.NoBias()
     if kind == "class-attention":
         layer = modules.ClassAttention(32, heads, True)
         run = lambda m, x: m(x, 1)  # noqa: E731
     else:
         layer = modules.Attention(32, 32, heads, True, bias)
-        prefix = 1 if kind == "class-token-prefix" else 0
-        run = (lambda m, x: m.forward_prefix(x, (3, 3), 1)) if prefix else (lambda m, x: m(x, (3, 3), 0))  # noqa: E731
-    tokens = 10 if kind in ("class-token-prefix", "class-attention") else 9
+        if kind == "class-token-prefix":
+            run = lambda m, x: m.forward_prefix(x, (3, 3), 1)  # noqa: E731
+        else:
+            run = lambda m, x: m(x, (3, 3), x.shape[1] - 9)  # noqa: E731
+    tokens = 9 if kind in ("plain", "relative-bias") else 10
+    packed = kind in ("plain", "relative-bias", "relative-bias-class-token")
     x = torch.randn(5, tokens, 32)
     sdpa, calls = torch.nn.functional.scaled_dot_product_attention, []
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
@@ -538,6 +544,7 @@ def test_explicit_attention_on_short_sequences_has_torchs_values_and_gradients(k
         xi = x.clone().requires_grad_()
         y = run(m, xi)
         assert len(calls) == (keys == 0)  # the explicit path ran, then torch's kernel
+        assert ("_PackedAttentionBackward" in _autograd_nodes(y)) == (packed and keys > 0)
         calls.clear()
         (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
         outputs[keys] = (y, xi.grad, {n: p.grad for n, p in m.named_parameters()})
@@ -563,7 +570,7 @@ def _autograd_nodes(t: torch.Tensor) -> set[str]:
 def test_talking_heads_attention_is_the_papers_formula_in_values_and_gradients(relative, tokens):
     # CaiT's talking heads: W_w · softmax(W_l · (q kᵀ/√d + bias)), then times v, each W a linear
     # map across the heads. While training on the cpu archspace runs it as one autograd function
-    # with a hand-written backward (layers.modules._TalkingHeads); elsewhere as composed products.
+    # with a hand-written backward (layers.modules._PackedAttention); elsewhere as composed products.
     import copy
 
     from archspace.layers import modules
@@ -595,7 +602,7 @@ def test_talking_heads_attention_is_the_papers_formula_in_values_and_gradients(r
         (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
         outputs.append((y, xi.grad, {n: p.grad for n, p in m.named_parameters()}))
     (ya, ga, pa), (yb, gb, pb) = outputs
-    assert "_TalkingHeadsBackward" in _autograd_nodes(ya)
+    assert "_PackedAttentionBackward" in _autograd_nodes(ya)
     assert torch.allclose(ya, yb, atol=1e-5) and torch.allclose(ga, gb, atol=1e-5)
     assert pa.keys() == pb.keys() and len(pa) == 8 + relative
     for n in pa:
@@ -603,4 +610,4 @@ def test_talking_heads_attention_is_the_papers_formula_in_values_and_gradients(r
     with torch.no_grad():  # evaluation: the composed products, the same values
         y_eval = layer.eval()(x, (3, 3), prefix)
         assert torch.allclose(y_eval, reference(ref, x), atol=1e-5)
-    assert "_TalkingHeadsBackward" not in _autograd_nodes(layer(x.requires_grad_(), (3, 3), prefix))
+    assert "_PackedAttentionBackward" not in _autograd_nodes(layer(x.requires_grad_(), (3, 3), prefix))

@@ -605,10 +605,15 @@ def attend(module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     1.6 ms explicit, 1.3-1.9x faster explicit for 37-145 tokens; about even at 197 tokens (DeiT at
     224 px), 2x slower from ~256 keys, where torch's runs. Evaluation and measured flops use
     torch's kernel."""
-    keys = k.shape[-2]
-    if keys > EXPLICIT_KEYS or q.numel() // q.shape[-1] * keys > EXPLICIT_ELEMENTS or not _eager_cpu_training(q, module):
+    if not _explicit_attention(module, q, q.numel() // q.shape[-1], k.shape[-2]):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return _scaled_logits(q, k, bias).softmax(-1) @ v
+
+
+def _explicit_attention(module: nn.Module, x: torch.Tensor, query_rows: int, keys: int) -> bool:
+    """Whether attention of ``query_rows`` queries (over batch and heads) on ``keys`` keys runs
+    as explicit products (:func:`attend`, :class:`_PackedAttention`) rather than torch's kernel."""
+    return keys <= EXPLICIT_KEYS and query_rows * keys <= EXPLICIT_ELEMENTS and _eager_cpu_training(x, module)
 
 
 def _scaled_logits(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -643,8 +648,11 @@ class Attention(nn.Module):
         return self.qkv(x).reshape(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
-        q, k, v = self._qkv(x)
         bias = self.bias(size, prefix)
+        b, n, _ = x.shape
+        if _explicit_attention(self, x, b * self.heads * n, n):
+            return self.proj(_PackedAttention.apply(self.qkv(x), bias, None, None, None, None, self.heads))
+        q, k, v = self._qkv(x)
         if bias is not None:
             bias = bias.to(q.dtype)
         out = attend(self, q, k, v, bias)
@@ -681,7 +689,8 @@ class TalkingHeadsAttention(Attention):
         bias = self.bias(size, prefix)
         if _eager_cpu_training(x, self):
             ml, mw = self.mix_logits, self.mix_weights
-            return self.proj(_TalkingHeads.apply(self.qkv(x), bias, ml.weight, ml.bias, mw.weight, mw.bias, self.heads))
+            return self.proj(_PackedAttention.apply(self.qkv(x), bias, ml.weight, ml.bias, mw.weight, mw.bias,
+                                                    self.heads))
         q, k, v = self._qkv(x)
         if bias is None:  # the 1/√d scaling rides on the first head mixing's product
             logits = _mix_heads(self.mix_logits, q @ k.transpose(-2, -1), q.shape[-1] ** -0.5)
@@ -704,55 +713,71 @@ def _mix_heads(mix: nn.Linear, t: torch.Tensor, alpha: float = 1.0) -> torch.Ten
     return out.view(b, h, n, m)
 
 
-class _TalkingHeads(torch.autograd.Function):
-    """:class:`TalkingHeadsAttention` from the packed ``qkv`` (batch, tokens, 3 · heads · d) to
-    the heads' concatenated outputs (batch, tokens, heads · d), with a hand-written backward: what
-    the module computes while training on the cpu. The same products as the composed form
-    (``tests/test_blocks.py``: its values and gradients), with one layout copy each way (the
-    queries, keys and values into one (3, batch, heads, tokens, d) block; their gradients written
-    into one) instead of the composed form's copies around every product, its stacked gradients
-    and a dozen autograd nodes. CaiT-XXS24's attention layer with its projections, forward and
-    backward, fastest of 100: 3.9 against 4.0-4.3 ms at 64 px (29 samples of 16 tokens), 18.5-19.4
-    against 19.6-21.5 ms at 224 px (8 of 196)."""
+class _PackedAttention(torch.autograd.Function):
+    """Multi-head attention from the packed ``qkv`` (batch, tokens, 3 · heads · d) to the heads'
+    concatenated outputs (batch, tokens, heads · d), with an additive ``bias`` (heads, tokens,
+    tokens) or ``None`` and, for talking heads (CaiT), the two head-mixing maps (``None``: plain
+    attention), with a hand-written backward: what :class:`Attention` and
+    :class:`TalkingHeadsAttention` compute while training on the cpu. The same products as the
+    composed form (``tests/test_blocks.py``: values and gradients), with one layout copy each way
+    (the queries, keys and values into one (3, batch, heads, tokens, d) block; their gradients
+    written into one) instead of the composed form's copies around every product, its stacked
+    gradients and a dozen autograd nodes. An attention layer with its projections, forward and
+    backward, against the composed products: CaiT-XXS24's at 64 px (29 samples of 16 tokens),
+    3.9 against 4.0-4.3 ms (fastest of 100), at 224 px (8 of 196) 18.5-19.4 against 19.6-21.5;
+    medians of 40: DeiT-S's at 64 px (29 of 17) 13.2-13.5 against 13.4-14.0 ms, CoAtNet-0's
+    relative attention at 64 px (29 of 16) 11.5-12.4 against 13.2-14.7 and at 224 px (8 of 49)
+    39-44 against 47-48."""
 
     @staticmethod
     def forward(ctx, qkv, bias, w_logits, b_logits, w_weights, b_weights, heads: int):
         b, n, c = qkv.shape
         d = c // (3 * heads)
-        bh, scale = b * heads, d ** -0.5
+        bh, scale, talking = b * heads, d ** -0.5, w_logits is not None
         packed = qkv.reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4).contiguous()
         q, k, v = (packed[i].view(bh, n, d) for i in range(3))
         logits = torch.bmm(q, k.transpose(1, 2)).view(b, heads, n * n)
-        # without a bias the 1/√d rides on the mixing's product (alpha); with one, on its addition
-        alpha = scale if bias is None else 1.0
+        # the 1/√d rides on a pass made anyway: the bias's addition, else the first mixing's
+        # product (alpha), else (plain attention, no bias) an in-place pass over the logits
+        alpha = scale if bias is None and talking else 1.0
         if bias is not None:
             logits = torch.add(bias.reshape(-1, heads, n * n), logits, alpha=scale)
-        mixed = torch.baddbmm(b_logits.view(1, heads, 1), w_logits.expand(b, heads, heads), logits, alpha=alpha)
+        elif not talking:
+            logits.mul_(scale)
+        mixed = torch.baddbmm(b_logits.view(1, heads, 1), w_logits.expand(b, heads, heads), logits,
+                              alpha=alpha) if talking else logits
         attn = mixed.view(b, heads, n, n).softmax(-1)
-        weights = torch.baddbmm(b_weights.view(1, heads, 1), w_weights.expand(b, heads, heads), attn.view(b, heads, -1))
+        weights = torch.baddbmm(b_weights.view(1, heads, 1), w_weights.expand(b, heads, heads),
+                                attn.view(b, heads, -1)) if talking else attn
         out = torch.bmm(weights.view(bh, n, n), v)
-        ctx.save_for_backward(packed, logits, attn, weights, w_logits, w_weights)
+        ctx.save_for_backward(packed, attn, *((logits, weights, w_logits, w_weights) if talking else ()))
         ctx.alpha, ctx.bias_shape = alpha, None if bias is None else bias.shape
         return out.view(b, heads, n, d).transpose(1, 2).reshape(b, n, heads * d)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        packed, logits, attn, weights, w_logits, w_weights = ctx.saved_tensors
+        packed, attn, *mixing = ctx.saved_tensors
         _, b, heads, n, d = packed.shape
         bh, scale = b * heads, d ** -0.5
         q, k, v = (packed[i].view(bh, n, d) for i in range(3))
+        weights = mixing[1] if mixing else attn
         g_out = grad.reshape(b, n, heads, d).transpose(1, 2).reshape(bh, n, d)
         g_packed = torch.empty_like(packed)
         torch.bmm(weights.view(bh, n, n).transpose(1, 2), g_out, out=g_packed[2].view(bh, n, d))
         g_weights = torch.bmm(g_out, v.transpose(1, 2)).view(b, heads, n * n)
-        flat_attn = attn.view(b, heads, n * n)
-        g_ww = torch.bmm(g_weights, flat_attn.transpose(1, 2)).sum(0)
-        g_bw = g_weights.sum((0, 2))
-        g_attn = torch.bmm(w_weights.t().expand(b, heads, heads), g_weights)
-        g_mixed = torch._softmax_backward_data(g_attn.view(b, heads, n, n), attn, -1, attn.dtype).view(b, heads, -1)
-        g_wl = torch.bmm(g_mixed, logits.transpose(1, 2)).sum(0).mul_(ctx.alpha)
-        g_bl = g_mixed.sum((0, 2))
-        g_logits = torch.bmm(w_logits.t().expand(b, heads, heads), g_mixed)  # before the alpha
+        g_wl = g_bl = g_ww = g_bw = None
+        g_attn = g_weights
+        if mixing:
+            logits, _, w_logits, w_weights = mixing
+            g_ww = torch.bmm(g_weights, attn.view(b, heads, n * n).transpose(1, 2)).sum(0)
+            g_bw = g_weights.sum((0, 2))
+            g_attn = torch.bmm(w_weights.t().expand(b, heads, heads), g_weights)
+        g_logits = torch._softmax_backward_data(g_attn.view(b, heads, n, n), attn, -1, attn.dtype).view(b, heads, -1)
+        if mixing:
+            g_wl = torch.bmm(g_logits, logits.transpose(1, 2)).sum(0).mul_(ctx.alpha)
+            g_bl = g_logits.sum((0, 2))
+            g_logits = torch.bmm(w_logits.t().expand(b, heads, heads), g_logits)  # before the alpha
         g_bias = None
         if ctx.bias_shape is not None and ctx.needs_input_grad[1]:
             g_bias = g_logits.view(b, heads, n, n).sum_to_size(ctx.bias_shape).clone()
