@@ -686,31 +686,30 @@ class TalkingHeadsAttention(Attention):
         self.mix_weights = nn.Linear(heads, heads)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], prefix: int) -> torch.Tensor:
-        bias = self.bias(size, prefix)
+        bias, ml, mw = self.bias(size, prefix), self.mix_logits, self.mix_weights
         if _eager_cpu_training(x, self):
-            ml, mw = self.mix_logits, self.mix_weights
             return self.proj(_PackedAttention.apply(self.qkv(x), bias, ml.weight, ml.bias, mw.weight, mw.bias,
                                                     self.heads))
         q, k, v = self._qkv(x)
         if bias is None:  # the 1/√d scaling rides on the first head mixing's product
-            logits = _mix_heads(self.mix_logits, q @ k.transpose(-2, -1), q.shape[-1] ** -0.5)
+            logits = _mix_heads(ml.weight, ml.bias, q @ k.transpose(-2, -1), q.shape[-1] ** -0.5)
         else:
-            logits = _mix_heads(self.mix_logits, _scaled_logits(q, k, bias))
-        weights = _mix_heads(self.mix_weights, logits.softmax(-1))
+            logits = _mix_heads(ml.weight, ml.bias, _scaled_logits(q, k, bias))
+        weights = _mix_heads(mw.weight, mw.bias, logits.softmax(-1))
         out = weights @ v
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
-def _mix_heads(mix: nn.Linear, t: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """``mix`` applied across the heads of ``t`` (batch, heads, queries, keys): the linear map of
-    ``mix(t.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)``, as one batched product of the heads × heads
-    weight with each sample's (heads, queries·keys) rows. The permuted form copies the map twice
-    and runs a matrix product with an inner size of the head count over queries·keys rows: CaiT's
-    talking heads at 224 px, forward and backward, 2.7× slower. ``alpha`` scales ``t`` first."""
-    b, h, n, m = t.shape
-    out = torch.baddbmm(mix.bias.view(1, h, 1).expand(b, h, 1), mix.weight.expand(b, h, h), t.reshape(b, h, n * m),
-                        alpha=alpha)
-    return out.view(b, h, n, m)
+def _mix_heads(weight: torch.Tensor, bias: torch.Tensor, t: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """The linear map (``weight``, ``bias``: heads × heads, heads) applied across the heads of
+    ``t`` (batch, heads, ...): ``F.linear(t.movedim(1, -1), weight, bias).movedim(-1, 1)``, as one
+    batched product of the weight with each sample's (heads, rest) rows. The permuted form copies
+    the map twice and runs a matrix product with an inner size of the head count over
+    queries·keys rows: CaiT's talking heads at 224 px, forward and backward, 2.7× slower.
+    ``alpha`` scales ``t`` first."""
+    b, h = t.shape[:2]
+    out = torch.baddbmm(bias.view(1, h, 1), weight.expand(b, h, h), t.reshape(b, h, -1), alpha=alpha)
+    return out.view(t.shape)
 
 
 class _PackedAttention(torch.autograd.Function):
@@ -744,11 +743,9 @@ class _PackedAttention(torch.autograd.Function):
             logits = torch.add(bias.reshape(-1, heads, n * n), logits, alpha=scale)
         elif not talking:
             logits.mul_(scale)
-        mixed = torch.baddbmm(b_logits.view(1, heads, 1), w_logits.expand(b, heads, heads), logits,
-                              alpha=alpha) if talking else logits
+        mixed = _mix_heads(w_logits, b_logits, logits, alpha) if talking else logits
         attn = mixed.view(b, heads, n, n).softmax(-1)
-        weights = torch.baddbmm(b_weights.view(1, heads, 1), w_weights.expand(b, heads, heads),
-                                attn.view(b, heads, -1)) if talking else attn
+        weights = _mix_heads(w_weights, b_weights, attn.view(b, heads, -1)) if talking else attn
         out = torch.bmm(weights.view(bh, n, n), v)
         ctx.save_for_backward(packed, attn, *((logits, weights, w_logits, w_weights) if talking else ()))
         ctx.alpha, ctx.bias_shape = alpha, None if bias is None else bias.shape
