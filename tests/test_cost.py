@@ -151,7 +151,7 @@ def test_hand_count_of_one_transformer_block():
     s = spec({"kind": "patchify", "patch": 8, "width": 32},
              [{"block": "transformer", "depth": 1, "width": 32, "heads": 2, "attention": "absolute",
                "stride": 1, "mlp_ratio": 2}], size=32, head={"pool": "avg", "norm": "none"})
-    n, d, h = 16, 32, 2
+    n, d = 16, 32  # tokens, width (the 2 heads do not change the count)
     stem = 3 * 32 * 8 * 8
     block = n * d * 3 * d + 2 * n * n * d + n * d * d + 2 * n * d * (2 * d)
     head = d * 10

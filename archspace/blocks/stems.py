@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from .. import cost as C
 from .._lazy import lazy
 from ..layers.common import ConvUnit, units_cost
 from ..spec import ConvStem, PatchifyStem, ResNetStem
