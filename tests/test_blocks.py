@@ -459,6 +459,34 @@ def test_the_linear_kernels_benchmark_runs():
             assert row[part]["torch_ms"] > 0 and row[part]["onednn_ms"] > 0, (row["what"], part)
 
 
+def test_the_step_profile_benchmark_runs_and_accounts_for_the_whole_step():
+    # benchmarks/step_profile.py prints where a step's time goes (docs/devices.md); here it has to
+    # run, account for the profiled step and count fewer product FLOPs for archspace's DeiT-S than
+    # for timm's: its last block computes the class token alone and drop path skips dropped rows
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "step_profile.py"
+    out = subprocess.run([sys.executable, str(script), "--presets", "deit-s", "--sizes", "32", "--batch", "2",
+                          "--rounds", "1", "--profiled", "1", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["peaks_gflops_per_s"]["mkl"] > 0
+    ours, theirs = report["rows"]
+    assert (ours["model"], theirs["model"]) == ("archspace", "deit_small_patch16_224")
+    for row in (ours, theirs):
+        groups = row["groups_ms"]
+        assert set(groups) == {"matmul", "attention", "convolution", "optimizer", "other aten", "autograd + python",
+                               "between events"}
+        assert groups["matmul"] > 0 and groups["optimizer"] > 0 and groups["convolution"] > 0
+        assert sum(groups.values()) >= row["profiled_step_ms"] * 0.999
+        assert row["step_ms"] > 0 and row["floor_ms"] > 0
+        assert min(row["forward_ms"], row["backward_ms"], row["optimizer_ms"]) > 0
+    assert 0 < ours["product_gflop"] < theirs["product_gflop"]
+
+
 def test_in_place_relus_give_the_gradients_of_out_of_place_ones():
     # ResNet's ReLUs overwrite their input (a conv's, a norm's or the residual sum's own output)
     import copy
