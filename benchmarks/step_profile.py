@@ -37,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
@@ -68,23 +67,6 @@ def _flop_group(op) -> str:
     """The group of a flop counter's op (``aten.mm.default``, ``mkldnn._linear_pointwise``)."""
     name = str(op).split(".")
     return _kernel_group("::".join(name[:2])) or "other aten"
-
-
-def phases(stepper: tt.Stepper) -> tuple[float, float, float]:
-    """One step, timed by phase: forward with the loss, backward, optimizer (seconds)."""
-    s = stepper
-    start = time.perf_counter()
-    with s.settings.autocast():
-        loss = F.cross_entropy(s.forward(s.x).float(), s.y)
-    forward = time.perf_counter()
-    s.opt.zero_grad(set_to_none=True)
-    s.scaler.scale(loss).backward()
-    backward = time.perf_counter()
-    s.scaler.step(s.opt)
-    s.scaler.update()
-    tt.synchronize(s.settings.device)
-    end = time.perf_counter()
-    return forward - start, backward - forward, end - backward
 
 
 def step_flops(stepper: tt.Stepper, seeds: list[int]) -> dict[str, float]:
@@ -158,7 +140,7 @@ def measure(name: str, size: int, batch: int, rounds: int, n_profiled: int, top:
     times: dict[str, list] = {label: [] for label in pair}
     for r in range(rounds):
         for label in (("archspace", "timm") if r % 2 == 0 else ("timm", "archspace")):
-            times[label].append(phases(pair[label]))
+            times[label].append(pair[label].step())
     seeds = list(range(1000, 1000 + n_profiled))
     rows = []
     for label, stepper in pair.items():
